@@ -1,0 +1,63 @@
+"""Equirectangular video files (PyAV): frames as (T, H, W, 3) uint8 RGB."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from swansphere.conventions import VIDEO_FPS
+from swansphere.errors import InputError
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS, crf: int = 12) -> None:
+    """H.264 MP4, one encoder thread and no timestamps in the header, so same frames give same bytes."""
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"video frames must be (T, H, W, 3), got {frames.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps, 1))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv444p"
+        stream.thread_count = 1
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "threads=1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def read_video(path: str | Path, fps: int = VIDEO_FPS) -> tuple[np.ndarray, float]:
+    """Frames resampled to `fps` (nearest earlier frame) and the duration in seconds.
+
+    InputError if the file is missing, not a video, or not equirectangular (W = 2·H).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file")
+    try:
+        decoded, times = _decode(path)
+    except (av.error.FFmpegError, ValueError, IndexError) as err:
+        raise InputError(f"{path}: not a readable video ({err})") from None
+    if not decoded:
+        raise InputError(f"{path}: video holds no frames")
+    height, width = decoded[0].shape[:2]
+    if width != 2 * height:
+        raise InputError(f"{path}: not equirectangular: {width}x{height} (width must be 2 x height)")
+    step = times[1] - times[0] if len(times) > 1 else 1.0 / fps
+    duration = times[-1] + step
+    wanted = np.arange(round(duration * fps)) / fps
+    index = np.clip(np.searchsorted(times, wanted + 1e-6, side="right") - 1, 0, len(decoded) - 1)
+    return np.stack([decoded[i] for i in index]), float(duration)
+
+
+def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, times = [], []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.pts * stream.time_base) if frame.pts is not None else len(times))
+    times = np.asarray(times)
+    return frames, times - (times[0] if len(times) else 0.0)
