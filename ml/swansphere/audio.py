@@ -37,6 +37,28 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     subtype = "PCM_24" if path.suffix.lower() == ".flac" else "FLOAT"
     sf.write(str(path), np.asarray(audio, dtype=np.float32).T, sample_rate, subtype=subtype)
+    if subtype == "FLOAT":
+        _zero_peak_timestamp(path)
+
+
+def _zero_peak_timestamp(path: Path) -> None:
+    """libsndfile stamps a float WAV's PEAK chunk with the wall-clock time: zero it, so same audio
+    gives same bytes. Walks the RIFF chunks before the audio data."""
+    with path.open("r+b") as file:
+        if file.read(4) != b"RIFF":
+            return
+        position = 12  # after "RIFF", size, "WAVE"
+        while True:
+            file.seek(position)
+            header = file.read(8)
+            if len(header) < 8 or header[:4] == b"data":
+                return
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"PEAK":
+                file.seek(position + 12)  # chunk id, chunk size, version, then the 4-byte timestamp
+                file.write(bytes(4))
+                return
+            position += 8 + size + (size & 1)
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

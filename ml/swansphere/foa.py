@@ -30,7 +30,8 @@ def distance_gain(distance: np.ndarray | float) -> np.ndarray:
 
 def encode(signal: np.ndarray, azimuth: np.ndarray | float, elevation: np.ndarray | float) -> np.ndarray:
     """Encode a mono signal (N,) from a direction, fixed or one per sample."""
-    return encoding_gains(azimuth, elevation) * np.asarray(signal, dtype=np.float64)
+    gains = encoding_gains(azimuth, elevation).reshape(4, -1)  # (4, 1) fixed or (4, N) per sample
+    return gains * np.asarray(signal, dtype=np.float64)
 
 
 def encode_source(signal: np.ndarray, source: Source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
