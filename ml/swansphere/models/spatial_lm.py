@@ -1,0 +1,334 @@
+"""Spatial LM of paper §3.3: the causal transformer over patches that plans the semantic condition h_t.
+
+At patch t (4 latent frames = 185.8 ms) the input is the patch's 4 aligned video tokens C_v, projected
+to d_model, plus the history embedding of patch t-1 ("this representation is added to the aligned
+video tokens"). Captions enter through cross-attention to FLAN-T5 states. Learned null embeddings
+stand in for a missing modality, per sample, so one batch can mix video-only, text-only and both.
+The output h_t (B, d_model) is LocDiT's condition for patch t.
+
+Attention looks back over a sliding window of `max_patches` patches (the current one included), the
+same in `forward` (teacher forcing) and `step` (streaming with a KV cache), so the two agree. RoPE on
+the absolute patch index makes scores depend only on the distance between patches, so a window that
+slides does not shift what a position means. The default of 64 patches (11.9 s) covers a whole 10 s
+training clip, so training never sees the window cut, while streaming memory stays bounded.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class SpatialLMConfig:
+    d_model: int = 64
+    """Width of the residual stream and of h_t, the condition LocDiT receives."""
+    n_layers: int = 2
+    """Transformer blocks (self-attention, text cross-attention, MLP)."""
+    n_heads: int = 4
+    """Attention heads; d_model / n_heads must be even for RoPE."""
+    video_dim: int = 32
+    """Dv, width of one SVAC video token (one token per latent frame)."""
+    text_dim: int = 32
+    """Dt, width of the T5 encoder states (1024 for FLAN-T5-large)."""
+    patch_frames: int = 4
+    """Latent frames per patch (paper §4.2: patch size 4); one LM position per patch."""
+    max_patches: int = 64
+    """Sliding attention window in patches, current one included; bounds the KV cache."""
+    mlp_ratio: int = 4
+    """Hidden width of the MLP as a multiple of d_model."""
+    dropout: float = 0.0
+    """Dropout on attention weights and residual branches, active only in training."""
+    rope_base: float = 10000.0
+    """Base of the RoPE frequencies."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "video_dim", "text_dim", "patch_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SpatialLMConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"SpatialLMConfig: d_model {self.d_model} must split into {self.n_heads} heads of even width"
+            )
+        if self.max_patches < 1 or self.mlp_ratio < 1:
+            raise ValueError(
+                f"SpatialLMConfig: max_patches and mlp_ratio must be >= 1, "
+                f"got {self.max_patches}, {self.mlp_ratio}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SpatialLMConfig: dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_base <= 1.0:
+            raise ValueError(f"SpatialLMConfig: rope_base must be > 1, got {self.rope_base}")
+
+    @classmethod
+    def tiny(cls) -> "SpatialLMConfig":
+        """Trains on 2 CPU cores in minutes; used by tests and the demo checkpoint."""
+        return cls(d_model=64, n_layers=2, n_heads=4, video_dim=32, text_dim=32)
+
+    @classmethod
+    def paper(cls) -> "SpatialLMConfig":
+        """About 0.80 B parameters, the LM's share of the paper's 1.09 B; FLAN-T5-large text (1024)."""
+        return cls(d_model=1536, n_layers=22, n_heads=16, video_dim=768, text_dim=1024, dropout=0.1)
+
+
+@dataclass
+class KVCache:
+    """Per-stream state of `SpatialLM.step`: what the LM remembers between patches."""
+
+    self_kv: list[tuple[Tensor, Tensor]]
+    """Per layer, RoPE'd keys and values (B, H, n, hd) of the last n <= max_patches patches."""
+    text_kv: list[tuple[Tensor, Tensor]]
+    """Per layer, cross-attention keys and values (B, H, 1+S, hd) of the text memory, computed once."""
+    text_mask: Tensor
+    """(B, 1+S) bool, True = attended; rows without text attend only to the null text token."""
+    position: int = 0
+    """Absolute index of the next patch, the RoPE position of the next step."""
+
+
+def rope_angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """cos, sin (T, head_dim/2) for absolute positions (T,)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the two halves of each head (B, H, T, hd) by the position's angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def window_mask(length: int, window: int, device: torch.device) -> Tensor:
+    """(T, T) bool: query i sees keys j with i - window < j <= i (causal sliding window)."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+class CausalSelfAttention(nn.Module):
+    """Self-attention over patches with RoPE; the window comes as a mask or as a trimmed cache."""
+
+    def __init__(self, config: SpatialLMConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.window = config.max_patches
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x (B, T, C) -> (B, T, C) and the keys/values attended to (with `past`, the last `window`)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)[:, :, -self.window :]  # (B, H, n, hd)
+            v = torch.cat([past[1], v], dim=2)[:, :, -self.window :]
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y)), (k, v)
+
+
+class TextCrossAttention(nn.Module):
+    """Patches attend to the caption's T5 states (paper §3.3: "injected into the LM via cross-attention")."""
+
+    def __init__(self, config: SpatialLMConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.q = nn.Linear(config.d_model, config.d_model)
+        self.kv = nn.Linear(config.text_dim, 2 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def memory(self, text: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, H, S, hd) of the text memory (B, S, Dt); once per stream when streaming."""
+        B, S, _ = text.shape
+        k, v = self.kv(text).chunk(2, dim=2)
+        return tuple(t.view(B, S, self.n_heads, -1).transpose(1, 2) for t in (k, v))
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
+        """x (B, T, C), mask (B, S) -> (B, T, C)."""
+        B, T, C = x.shape
+        q = self.q(x).view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, H, T, hd)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask[:, None, None, :], dropout_p=dropout)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: SpatialLMConfig):
+        super().__init__()
+        hidden = config.mlp_ratio * config.d_model
+        self.net = nn.Sequential(
+            nn.Linear(config.d_model, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, config.d_model),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Pre-norm block: causal self-attention, text cross-attention, MLP, each on a residual branch."""
+
+    def __init__(self, config: SpatialLMConfig):
+        super().__init__()
+        self.ln_self = nn.LayerNorm(config.d_model)
+        self.self_attn = CausalSelfAttention(config)
+        self.ln_cross = nn.LayerNorm(config.d_model)
+        self.cross_attn = TextCrossAttention(config)
+        self.ln_mlp = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        mask: Tensor | None,
+        past: tuple[Tensor, Tensor] | None,
+        text_kv: tuple[Tensor, Tensor],
+        text_mask: Tensor,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        attended, kv = self.self_attn(self.ln_self(x), *rope, mask, past)
+        x = x + attended
+        x = x + self.cross_attn(self.ln_cross(x), text_kv, text_mask)
+        x = x + self.mlp(self.ln_mlp(x))
+        return x, kv
+
+
+class SpatialLM(nn.Module):
+    """Causal LM over patches: video tokens + history + text -> semantic condition h_t (paper §3.3)."""
+
+    def __init__(self, config: SpatialLMConfig):
+        super().__init__()
+        self.config = config
+        self.null_video = nn.Parameter(torch.randn(config.patch_frames, config.video_dim) * 0.02)  # (P, Dv)
+        self.null_text = nn.Parameter(torch.randn(1, config.text_dim) * 0.02)  # (1, Dt)
+        self.video_proj = nn.Linear(config.patch_frames * config.video_dim, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight") and name != "video_proj.weight":
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """nanoGPT init: N(0, 0.02) weights, zero biases; residual projections scaled by depth above."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        video: Tensor | None,
+        history: Tensor,
+        text: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        video_present: Tensor | None = None,
+        text_present: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher forcing over all patches: history (B, T, d_model) -> h (B, T, d_model).
+
+        video (B, T, P, Dv) or None (all null), text (B, S, Dt) with text_mask (B, S) or None (all null);
+        video_present / text_present (B,) bool mark samples whose modality is missing.
+        """
+        B, T, _ = history.shape
+        x = self._inputs(video, history, video_present)  # (B, T, C)
+        memory, memory_mask = self._text_memory(text, text_mask, text_present, B)
+        rope = rope_angles(torch.arange(T, device=x.device), self._head_dim, self.config.rope_base)
+        mask = window_mask(T, self.config.max_patches, x.device)  # (T, T)
+        for block in self.blocks:
+            x, _ = block(x, rope, mask, None, block.cross_attn.memory(memory), memory_mask)
+        return self.ln_f(x)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        text: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        text_present: Tensor | None = None,
+    ) -> KVCache:
+        """An empty stream; the text (fixed for a stream) is encoded into cross-attention K/V here, once."""
+        memory, memory_mask = self._text_memory(text, text_mask, text_present, batch_size)
+        empty = self.null_video.new_zeros(batch_size, self.config.n_heads, 0, self._head_dim)  # (B, H, 0, hd)
+        return KVCache(
+            self_kv=[(empty, empty) for _ in self.blocks],
+            text_kv=[block.cross_attn.memory(memory) for block in self.blocks],
+            text_mask=memory_mask,
+        )
+
+    def step(
+        self, video_t: Tensor | None, history_t: Tensor, cache: KVCache, video_present: Tensor | None = None
+    ) -> Tensor:
+        """One streaming patch: video_t (B, P, Dv) or None, history_t (B, d_model) -> h_t (B, d_model).
+
+        Updates `cache` in place (keys/values of this patch appended, the window trimmed, position + 1).
+        """
+        if cache.text_mask.shape[0] != history_t.shape[0]:
+            raise ValueError(
+                f"SpatialLM.step: cache is for batch {cache.text_mask.shape[0]}, got {history_t.shape[0]}"
+            )
+        video = None if video_t is None else video_t.unsqueeze(1)  # (B, 1, P, Dv)
+        x = self._inputs(video, history_t.unsqueeze(1), video_present)  # (B, 1, C)
+        position = torch.tensor([cache.position], device=x.device)
+        rope = rope_angles(position, self._head_dim, self.config.rope_base)
+        for i, block in enumerate(self.blocks):
+            x, cache.self_kv[i] = block(x, rope, None, cache.self_kv[i], cache.text_kv[i], cache.text_mask)
+        cache.position += 1
+        return self.ln_f(x)[:, 0]
+
+    @property
+    def _head_dim(self) -> int:
+        return self.config.d_model // self.config.n_heads
+
+    def _inputs(self, video: Tensor | None, history: Tensor, video_present: Tensor | None) -> Tensor:
+        """Projected video tokens (null where missing) + history: (B, T, C) (paper §3.3)."""
+        B, T, _ = history.shape
+        P, Dv = self.config.patch_frames, self.config.video_dim
+        if history.shape[2] != self.config.d_model:
+            raise ValueError(
+                f"SpatialLM: history must be (B, T, {self.config.d_model}), got {tuple(history.shape)}"
+            )
+        tokens = self.null_video.expand(B, T, P, Dv)
+        if video is not None:
+            if video.shape != (B, T, P, Dv):
+                raise ValueError(f"SpatialLM: video must be {(B, T, P, Dv)}, got {tuple(video.shape)}")
+            if video_present is None:
+                tokens = video
+            else:
+                tokens = torch.where(video_present.view(B, 1, 1, 1), video, tokens)
+        return self.drop(self.video_proj(tokens.flatten(2)) + history)
+
+    def _text_memory(
+        self, text: Tensor | None, text_mask: Tensor | None, text_present: Tensor | None, batch_size: int
+    ) -> tuple[Tensor, Tensor]:
+        """Memory (B, 1+S, Dt) and mask (B, 1+S): the null text token alone where text is missing."""
+        null = self.null_text.expand(batch_size, 1, self.config.text_dim)  # (B, 1, Dt)
+        if text is None:
+            return null, torch.ones(batch_size, 1, dtype=torch.bool, device=null.device)
+        B, S, Dt = text.shape
+        if batch_size != B or Dt != self.config.text_dim:
+            raise ValueError(
+                f"SpatialLM: text must be ({batch_size}, S, {self.config.text_dim}), got {(B, S, Dt)}"
+            )
+        if text_mask is None:
+            text_mask = torch.ones(B, S, dtype=torch.bool, device=text.device)
+        present = text_mask.any(dim=1)  # (B,)
+        if text_present is not None:
+            present = present & text_present
+        memory = torch.cat([null, text], dim=1)
+        mask = torch.cat([~present[:, None], text_mask & present[:, None]], dim=1)
+        return memory, mask
