@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 endpoint (moto's server speaks the S3 REST API) on loopback."""
+"""Shared fixtures: a real S3 endpoint (moto's server speaks the S3 REST API) and a real
+OpenAI-compatible chat server on loopback, and a loopback port nobody listens on."""
 
 import itertools
 import socket
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers_captioning import ChatServer
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -72,3 +74,17 @@ def s3_endpoint(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def s3_bucket(s3_endpoint: str) -> str:
     """A bucket name no other test uses (created by the first write)."""
     return f"test-bucket-{next(_bucket_numbers)}"
+
+
+@pytest.fixture
+def chat_server() -> Iterator[ChatServer]:
+    """A chat-completions server on 127.0.0.1 and a free port, stopped after the test."""
+    server = ChatServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago: connecting to it is refused."""
+    return free_port()

@@ -2,15 +2,12 @@
 and the chat captioner against a real OpenAI-compatible server on loopback."""
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers_captioning import noise_bursts
 from swansphere.captioning import (
     API_KEY_ENV,
     ChatCaptioner,
@@ -28,14 +25,6 @@ from swansphere.foa import encode_source
 from swansphere.trajectory import Scene, Source, parse_scene
 
 # --- Known trajectories rendered to FOA -------------------------------------------------------------
-
-
-def noise_bursts(seconds: float, seed: int) -> np.ndarray:
-    """Seeded white-noise bursts, 200 ms on and 50 ms off, so every 1 s segment holds sound."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    on = (np.arange(n) % (SAMPLE_RATE // 4)) < SAMPLE_RATE // 5
-    return 0.1 * rng.standard_normal(n) * on
 
 
 def path(seconds: float, where: Callable[[float], tuple[float, float, float]]) -> list[dict]:
@@ -239,6 +228,22 @@ def test_a_circle_above_the_listener_stays_a_circle():
     )
 
 
+def test_several_sources_give_one_sentence_each_in_scene_order():
+    dog = scene_of([(45, 0, 2), (46, 0, 2), (44, 0, 2)], label="dog").sources[0]
+    voice = scene_of([(-90, 0, 6), (-90, 0, 3), (-90, 0, 1)], label="speech").sources[0]
+    water = scene_of([(180, 20, 2)] * 3, label="water").sources[0]
+    scene = Scene(duration=3.0, sources=[dog, voice, water])
+    assert RuleCaptioner().caption(scene) == (
+        "A dog barks to the front-left, at ear level. "
+        "Someone talks while approaching from the right, at ear level. "
+        "Water flows behind the listener, slightly above."
+    )
+    alone = [RuleCaptioner().caption(Scene(duration=3.0, sources=[s])) for s in scene.sources]
+    assert RuleCaptioner().caption(scene) == " ".join(alone), "each sentence as if its source were alone"
+    with pytest.raises(InputError, match="no source"):
+        RuleCaptioner().caption(Scene(duration=3.0, sources=[]))
+
+
 def test_silent_segments_are_left_out_and_an_all_silent_clip_is_refused():
     def segment(i: int, energy: float) -> SegmentDoA:
         return SegmentDoA(i, i + 1.0, 30.0, 0.0, energy, 0.1, 1.0, 0.9)
@@ -272,99 +277,6 @@ def test_video_summary_names_the_colour_and_motion_of_each_direction():
 # --- Chat captioner against a real OpenAI-compatible server ------------------------------------------
 
 
-class ChatServer:
-    """A real chat-completions server on 127.0.0.1 that captions from the trajectory it was sent.
-
-    The model name picks the behaviour: "broken" answers 500, "garbled" a body that is not JSON,
-    "empty" no choices, "slow" waits 1 s; any other name answers in the OpenAI shape.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                if self.path != "/v1/chat/completions":
-                    return self._answer(404, {"error": {"message": f"no route {self.path}"}})
-                status, answer = server.respond(body)
-                return self._answer(status, answer)
-
-            def _answer(self, status: int, answer: dict | bytes) -> None:
-                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting ("slow")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def respond(self, body: dict) -> tuple[int, dict | bytes]:
-        model, messages = body.get("model"), body.get("messages")
-        roles = [m.get("role") for m in messages] if isinstance(messages, list) else None
-        if not isinstance(model, str) or roles != ["system", "user"]:
-            return 400, {"error": {"message": "want a model and [system, user] messages"}}
-        if model == "broken":
-            return 500, {"error": {"message": "model crashed"}}
-        if model == "garbled":
-            return 200, b"<html>not json"
-        if model == "empty":
-            return 200, {"choices": []}
-        if model == "slow":
-            time.sleep(1.0)
-        scene = self.trajectory_in(messages[1]["content"])
-        source = scene["sources"][0]
-        points = source["trajectory"]
-        caption = f"A {source['class']} at azimuth {points[0]['azimuth']:.0f}, {len(points)} points."
-        message = {"role": "assistant", "content": caption}
-        return 200, {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-
-    @staticmethod
-    def trajectory_in(content: str) -> dict:
-        """The trajectory JSON document inside the user message."""
-        return json.JSONDecoder().raw_decode(content, content.index("{"))[0]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def chat_server():
-    server = ChatServer()
-    yield server
-    server.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 STATIC_SCENE = scene_of([(45, 0, 2), (46, 0, 2), (44, 0, 2)], label="dog")
 
 
@@ -383,7 +295,7 @@ def test_chat_captioner_sends_the_trajectory_and_uses_the_answer(chat_server, su
     assert request["body"]["model"] == "test-model"
     system, user = request["body"]["messages"]
     assert "azimuth" in system["content"] and "+90 = left" in system["content"]
-    sent = parse_scene(json.dumps(ChatServer.trajectory_in(user["content"])))
+    sent = parse_scene(json.dumps(chat_server.trajectory_in(user["content"])))
     assert sent.sources[0].trajectory == STATIC_SCENE.sources[0].trajectory
     assert RuleCaptioner().caption(STATIC_SCENE) in user["content"]
     assert "Video: 4.0 s equirectangular video" in user["content"]
@@ -417,10 +329,9 @@ def test_chat_captioner_failures_are_one_line_input_errors_naming_the_url(
     assert "\n" not in str(err.value)
 
 
-def test_chat_captioner_on_a_closed_port_or_a_bad_url_is_an_input_error():
-    port = closed_port()
-    with pytest.raises(InputError, match=rf"127.0.0.1:{port}/v1/chat/completions: cannot connect"):
-        ChatCaptioner(f"http://127.0.0.1:{port}", "m", timeout_s=2).caption(STATIC_SCENE)
+def test_chat_captioner_on_a_closed_port_or_a_bad_url_is_an_input_error(closed_port):
+    with pytest.raises(InputError, match=rf"127.0.0.1:{closed_port}/v1/chat/completions: cannot connect"):
+        ChatCaptioner(f"http://127.0.0.1:{closed_port}", "m", timeout_s=2).caption(STATIC_SCENE)
     with pytest.raises(InputError, match="must start with http"):
         ChatCaptioner("127.0.0.1:8000", "m")
     with pytest.raises(InputError, match="timeout must be positive"):

@@ -6,13 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers_captioning import noise_bursts
 from swansphere.audio import write_audio
 from swansphere.cli import main
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.foa import encode
 from swansphere.trajectory import parse_scene
 from swansphere.video import write_video
-from test_captioning import ChatServer, closed_port, noise_bursts
 
 SECONDS = 4.0
 
@@ -28,13 +28,6 @@ def clip(tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, frames)
     return wav, video
-
-
-@pytest.fixture
-def chat_server():
-    server = ChatServer()
-    yield server
-    server.close()
 
 
 def test_human_output_is_the_caption(clip, capsys):
@@ -76,7 +69,7 @@ def test_chat_captioner_gets_trajectory_and_video_summary(clip, chat_server, cap
     assert result["captioner"] == "chat"
     assert result["caption"] == "A dog at azimuth 45, 2 points." == result["trajectory"]["caption"]
     user = chat_server.requests[0]["body"]["messages"][1]["content"]
-    assert ChatServer.trajectory_in(user)["sources"][0]["class"] == "dog"
+    assert chat_server.trajectory_in(user)["sources"][0]["class"] == "dog"
     assert "Rule-based draft caption: A dog barks to the front-left, at ear level." in user
     assert "Video: 4.0 s equirectangular video, 16 frames at 4 fps, 64x32" in user
     assert "front-left red" in user and "front grey" in user
@@ -87,7 +80,7 @@ BAD_INPUTS = ["missing", "text", "stereo", "not_equirect", "short_video", "segme
 
 
 @pytest.mark.parametrize("kind", BAD_INPUTS)
-def test_bad_input_exits_2_with_one_stderr_line(kind, clip, chat_server, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_stderr_line(kind, clip, chat_server, closed_port, tmp_path, capsys):
     wav, _ = clip
     argv = ["caption", str(wav)]
     if kind == "missing":
@@ -109,7 +102,7 @@ def test_bad_input_exits_2_with_one_stderr_line(kind, clip, chat_server, tmp_pat
     elif kind == "llm_500":
         argv += ["--llm-url", chat_server.base_url, "--llm-model", "broken"]
     elif kind == "llm_closed":
-        argv += ["--llm-url", f"http://127.0.0.1:{closed_port()}", "--llm-model", "m", "--llm-timeout", "2"]
+        argv += ["--llm-url", f"http://127.0.0.1:{closed_port}", "--llm-model", "m", "--llm-timeout", "2"]
     elif kind == "llm_no_model":
         argv += ["--llm-url", chat_server.base_url]
 
@@ -122,9 +115,9 @@ def test_bad_input_exits_2_with_one_stderr_line(kind, clip, chat_server, tmp_pat
     print(f"{kind}: {captured.err.strip()}")
 
 
-def test_unreachable_llm_in_a_real_subprocess_is_one_line(clip):
+def test_unreachable_llm_in_a_real_subprocess_is_one_line(clip, closed_port):
     wav, _ = clip
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{closed_port}"
     done = subprocess.run(
         [sys.executable, "-m", "swansphere", "caption", str(wav), "--llm-url", url, "--llm-model", "m"],
         capture_output=True,

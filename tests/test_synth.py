@@ -1,11 +1,13 @@
 """SynthSphere content: classes, looks at the true direction, trajectories, room, mix, DoA accuracy."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
 from swansphere import equirect
-from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z
+from swansphere.captioning import RuleCaptioner, analyse_motion, direction_words, elevation_words
+from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z, wrap_degrees
 from swansphere.doa import segment_doa
 from swansphere.metrics import trajectory_errors
 from swansphere.synth import SynthConfig, generate_clip
@@ -15,7 +17,6 @@ from swansphere.synth.render import render_audio
 from swansphere.synth.room import Room, diffuse_ambience, reverberation
 from swansphere.synth.scenes import MOTIONS, sample_sources
 from swansphere.synth.sounds import SOUND_CLASSES, synthesize
-from swansphere.synth.wording import caption, motion_of
 from swansphere.trajectory import POINT_INTERVAL_S, Scene, Source, TrajectoryPoint, parse_scene
 
 COLOUR_MATCH = 30.0
@@ -209,12 +210,25 @@ def test_trajectory_json_points_every_quarter_second():
             assert times == pytest.approx(np.arange(11) * POINT_INTERVAL_S)
 
 
+ANALYSED_AS = {
+    "static": ({"static"}, "steady"),
+    "pan": ({"pan_left", "pan_right"}, "steady"),
+    "circle": ({"circle_left", "circle_right"}, "steady"),
+    "approach": ({"static"}, "approaching"),
+    "recede": ({"static"}, "receding"),
+}
+"""Sampled motion -> what `captioning.analyse_motion` must read off its trajectory: (horizontal, range)."""
+
+
 def test_sampled_motions_are_what_the_trajectory_shows():
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(40):
         for planned in sample_sources(rng, 10.0, 3, tuple(SOUND_CLASSES), MOTIONS):
-            assert motion_of(planned.source) == planned.motion
+            motion = analyse_motion(planned.source)
+            horizontal, distance = ANALYSED_AS[planned.motion]
+            assert motion.horizontal in horizontal, planned
+            assert (motion.range, motion.vertical) == (distance, "level"), planned
             seen.add(planned.motion)
     assert seen == set(MOTIONS)
 
@@ -230,19 +244,77 @@ def _source(sound_class, azimuths, distances=None, elevation=0.0):
 
 def test_captions_name_class_direction_and_motion():
     circle = _source("siren", list(np.arange(0, 361, 30.0)))
-    assert caption(Scene(duration=3.0, sources=[circle])) == (
-        "A siren circles the listener counter-clockwise, starting in front."
+    assert RuleCaptioner().caption(Scene(duration=3.0, sources=[circle])) == (
+        "A siren wails while circling the listener counter-clockwise, starting from the front, at ear level."
     )
     dog = _source("dog", [90.0, 90.0], elevation=35.0)
     car = _source("engine", [-170.0, -170.0], distances=[4.0, 1.0])
-    assert caption(Scene(duration=0.25, sources=[dog, car])) == (
-        "A dog barks high up on the left and an engine approaches from behind."
+    assert RuleCaptioner().caption(Scene(duration=0.25, sources=[dog, car])) == (
+        "A dog barks on the left, slightly above. An engine hums while approaching from behind, at ear level."
     )
     pan = _source("bird", [-60.0, -80.0, -100.0])
-    assert (
-        caption(Scene(duration=0.5, sources=[pan]))
-        == "A bird moves clockwise from the front-right to the right."
+    assert RuleCaptioner().caption(Scene(duration=0.5, sources=[pan])) == (
+        "A bird sings while moving from the front-right to the right, at ear level."
     )
+
+
+SPOKEN = {
+    "siren": "A siren wails",
+    "bird": "A bird sings",
+    "dog": "A dog barks",
+    "engine": "An engine hums",
+    "speech": "Someone talks",
+    "bell": "A bell rings",
+    "drum": "A drum beats",
+    "water": "Water flows",
+    "piano": "A piano plays",
+}
+"""How a caption sentence about each SynthSphere class begins."""
+
+MOTION_WORDS = {
+    "pan": "while moving from",
+    "circle": "while circling the listener",
+    "approach": "while approaching from",
+    "recede": "while moving away",
+}
+"""Words a sentence about a moving source must hold; a static source's sentence has no "while"."""
+
+
+def _names(place: str, sentence: str) -> bool:
+    """Whether `place` is in the sentence as whole words ("left" is not in "front-left")."""
+    return re.search(rf"(?<![\w-]){re.escape(place)}(?![\w-])", sentence) is not None
+
+
+def test_clip_captions_come_from_the_captioning_rules_and_name_every_source():
+    """One sentence per source, in order: its class, its motion, where it starts (and ends), its height."""
+    assert set(SPOKEN) == set(SOUND_CLASSES)
+    config = SynthConfig(seconds=2.0, width=32, max_sources=3, reverb=False, ambience_db=None)
+    counts, motions = set(), set()
+    for index in range(12):
+        clip = generate_clip(config, index, seed=3)
+        assert clip.scene.caption == RuleCaptioner().caption(clip.scene)
+        sentences = re.split(r"(?<=\.) ", clip.scene.caption)
+        assert len(sentences) == len(clip.scene.sources)
+        for sentence, source, motion in zip(sentences, clip.scene.sources, clip.motions, strict=True):
+            start, second, end = source.trajectory[0], source.trajectory[1], source.trajectory[-1]
+            assert sentence.startswith(SPOKEN[source.sound_class] + " "), sentence
+            assert _names(direction_words(start.azimuth), sentence), sentence
+            assert sentence.endswith(f", {elevation_words(start.elevation)}."), sentence
+            if motion == "static":
+                assert " while " not in sentence, sentence
+            else:
+                assert MOTION_WORDS[motion] in sentence, sentence
+            if motion == "pan":
+                goal = direction_words(end.azimuth).replace("behind", "back")
+                assert _names(f"to the {goal}", sentence), sentence
+            if motion == "circle":
+                sense = (
+                    "counter-clockwise" if wrap_degrees(second.azimuth - start.azimuth) > 0 else "clockwise"
+                )
+                assert f"circling the listener {sense}," in sentence, sentence
+        counts.add(len(sentences))
+        motions.update(clip.motions)
+    assert counts == {1, 2, 3} and motions == set(MOTIONS), "every source count and motion was checked"
 
 
 # --- room, ambience, mix --------------------------------------------------------------------

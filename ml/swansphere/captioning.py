@@ -4,7 +4,8 @@ Stages 1-2 of the paper's pipeline (intensity-vector DoA, unit-vector smoothing,
 `swansphere.doa`. This module writes their segments as trajectory JSON (DESIGN §5), reads the motion
 off that trajectory, and turns it into a caption, either with rules (`RuleCaptioner`: offline,
 deterministic) or with a chat model behind an OpenAI-compatible endpoint (`ChatCaptioner`: the
-paper's multimodal fusion step, which used Gemini 2.5 Pro).
+paper's multimodal fusion step, which used Gemini 2.5 Pro). `RuleCaptioner` also writes SynthSphere's
+ground-truth captions from the true trajectories, so ground truth and pipeline use the same words.
 
 Trajectory points sit at the centres of the DoA segments (1 s by default, "per-second" as in App.
 A.2), not on the 0.25 s grid of SynthSphere: a finer grid would only interpolate, and the JSON format
@@ -252,13 +253,20 @@ SOUND_VERBS = {
     "bird": "sings",
     "cat": "meows",
     "dog": "barks",
+    "drum": "beats",
     "engine": "hums",
     "man": "speaks",
     "phone": "rings",
+    "piano": "plays",
     "siren": "wails",
+    "speech": "talks",
+    "water": "flows",
     "woman": "speaks",
 }
 """What a few common classes do, for "a dog barks while circling ..."; other classes go without."""
+
+SUBJECTS = {"speech": "someone", "water": "water"}
+"""Classes that do not read as "a CLASS": speech is someone talking, water a mass noun."""
 
 
 def direction_words(azimuth: float) -> str:
@@ -289,36 +297,41 @@ class Captioner(Protocol):
 
 
 class RuleCaptioner:
-    """Deterministic captions from the motion of the first source: direction, motion, elevation."""
+    """Deterministic captions from the motion of each source: direction, motion, elevation."""
 
     name: ClassVar[str] = "rule"
 
     def caption(self, scene: Scene, video: str | None = None) -> str:
-        """One sentence; `video` is not used: the rules only know the trajectory."""
+        """One sentence per source, in the scene's order; `video` is not used: the rules only know the
+        trajectory."""
         if not scene.sources:
             raise InputError("scene has no source to caption")
-        source = scene.sources[0]
-        motion = analyse_motion(source)
-        subject, sound_verb = _subject(source.sound_class)
-        clauses = _clauses(motion)
-        if sound_verb is None:
-            body = _join([f"{_VERBS[verb][0]} {rest}".strip() for verb, rest in clauses])
-        elif clauses[0][0] == "stay":
-            body = f"{sound_verb} {clauses[0][1]}"
-        else:
-            body = f"{sound_verb} while " + _join(
-                [f"{_VERBS[verb][1]} {rest}".strip() for verb, rest in clauses]
-            )
-        sentence = f"{subject} {body}{_vertical_words(motion)}."
-        return sentence[0].upper() + sentence[1:]
+        return " ".join(_sentence(source) for source in scene.sources)
+
+
+def _sentence(source: Source) -> str:
+    """ "A dog barks while circling the listener clockwise, starting from the left, at ear level." """
+    motion = analyse_motion(source)
+    subject, sound_verb = _subject(source.sound_class)
+    clauses = _clauses(motion)
+    if sound_verb is None:
+        body = _join([f"{_VERBS[verb][0]} {rest}".strip() for verb, rest in clauses])
+    elif clauses[0][0] == "stay":
+        body = f"{sound_verb} {clauses[0][1]}"
+    else:
+        body = f"{sound_verb} while " + _join([f"{_VERBS[verb][1]} {rest}".strip() for verb, rest in clauses])
+    sentence = f"{subject} {body}{_vertical_words(motion)}."
+    return sentence[0].upper() + sentence[1:]
 
 
 def _subject(sound_class: str) -> tuple[str, str | None]:
-    """("a dog", "barks"), or ("a sound", None) for an unknown class."""
+    """("a dog", "barks"), ("someone", "talks") for speech, or ("a sound", None) for an unknown class."""
     label = " ".join(sound_class.replace("_", " ").split())
     if not label or label.lower() == UNKNOWN_CLASS:
         return "a sound", None
     verb = SOUND_VERBS.get(label.lower())
+    if label.lower() in SUBJECTS:
+        return SUBJECTS[label.lower()], verb
     if label.lower().split()[0] in ("a", "an", "the"):
         return label, verb
     return ("an " if label[0].lower() in "aeiou" else "a ") + label, verb

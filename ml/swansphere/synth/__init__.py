@@ -2,7 +2,8 @@
 
 Modules, one concept each: `sounds` (timbres), `looks` (how each class is drawn), `backdrop`
 (direction-neutral scenery), `scenes` (sources and trajectories), `room` (reverberation, ambience),
-`wording` (captions from trajectories), `render` (one clip), `writer` (files + manifest).
+`render` (one clip), `writer` (files + manifest). Captions come from `swansphere.captioning`'s
+`RuleCaptioner`, the same rules that caption estimated trajectories.
 """
 
 from swansphere.synth.config import SynthConfig

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from swansphere import foa
+from swansphere.captioning import RuleCaptioner
 from swansphere.conventions import W
 from swansphere.synth.backdrop import backdrop
 from swansphere.synth.config import SynthConfig
@@ -17,7 +18,6 @@ from swansphere.synth.looks import LOOKS, apparent_radius_deg, draw, pixel_direc
 from swansphere.synth.room import diffuse_ambience, reverberation, sample_room
 from swansphere.synth.scenes import PlannedSource, sample_sources
 from swansphere.synth.sounds import synthesize
-from swansphere.synth.wording import caption
 from swansphere.trajectory import Scene
 
 PEAK = 0.9
@@ -65,7 +65,7 @@ def generate_clip(config: SynthConfig, index: int, seed: int) -> Clip:
     scene = Scene(
         sample_rate=config.sample_rate, duration=config.seconds, sources=[p.source for p in planned]
     )
-    scene.caption = caption(scene)
+    scene.caption = RuleCaptioner().caption(scene)
     motions = tuple(p.motion for p in planned)
     return Clip(clip_name(index), index, seed, scene, motions, audio.astype(np.float32), frames)
 
