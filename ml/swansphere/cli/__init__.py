@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from swansphere import __version__
 from swansphere.errors import InputError
 
-SUBCOMMANDS = ("synth", "doa", "caption", "spatialize")
+SUBCOMMANDS = ("demo", "generate", "synth", "doa", "caption", "spatialize", "info")
 """Modules of this package, in the order `--help` lists them."""
 
 
