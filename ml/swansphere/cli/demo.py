@@ -105,12 +105,14 @@ def _human(summary: dict, out: Path) -> str:
             f"SynthSphere clip {summary['clip']} written to {out}/",
             f"  ground truth : {summary['ground_truth_caption']}",
             f"  pipeline     : {summary['pipeline_caption']}  (DoA → trajectory → caption)",
-            f"  reference DoA error (segment protocol): {summary['reference_doa_error_deg_median']:.1f}° median",
+            "  reference DoA error (segment protocol): "
+            f"{summary['reference_doa_error_deg_median']:.1f}° median",
             f"generated {summary['generated_seconds']:.2f} s of AmbiX FOA in embedded streaming mode",
             f"  weights      : {summary['weights']}",
             f"  first chunk  : {summary['time_to_first_chunk_s'] * 1e3:.0f} ms, "
             f"real-time factor {summary['real_time_factor']:.2f}",
-            f"  generated DoA error (segment protocol): {summary['generated_doa_error_deg_median']:.1f}° median",
+            "  generated DoA error (segment protocol): "
+            f"{summary['generated_doa_error_deg_median']:.1f}° median",
             "listen on headphones: reference_binaural.wav, generated_binaural.wav",
         ]
     )
