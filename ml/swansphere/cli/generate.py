@@ -12,11 +12,14 @@ from swansphere.audio import read_foa, write_audio
 from swansphere.checkpoint import load_checkpoint
 from swansphere.cli.output import emit
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
+from swansphere.doa import segment_doa
 from swansphere.engine import GenerationSettings, StreamingGenerator
 from swansphere.errors import InputError
 from swansphere.listening import to_binaural
 from swansphere.models.sampler import Guidance
 from swansphere.models.swansphere import PRESETS, SwanSphere, preset
+from swansphere.plots import plot_doa
+from swansphere.trajectory import Scene, load_scene
 from swansphere.video import read_video
 
 RANDOM_INIT_LABEL = "random-init (untrained weights: smoke use only, the audio is not meaningful)"
@@ -42,6 +45,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     weights.add_argument("--random-init", action="store_true", help="untrained weights (smoke use)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="with --random-init")
     parser.add_argument("--binaural", type=Path, help="also write a binaural (headphone) WAV")
+    parser.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="also plot the output's segment DoA over time"
+    )
+    parser.add_argument(
+        "--reference-trajectory",
+        type=Path,
+        metavar="T.json",
+        help="with --plot: draw this trajectory JSON's first source (reference or visual source)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.set_defaults(run=run)
 
@@ -51,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --video, or --text with --seconds for text-only generation")
     if args.seconds is not None and args.seconds <= 0:
         raise InputError(f"--seconds must be > 0, got {args.seconds}")
+    reference = _reference_trajectory(args)
     try:
         settings = GenerationSettings(
             seed=args.seed, steps=args.steps, guidance=Guidance(args.h_guidance, args.context_guidance)
@@ -64,17 +77,43 @@ def run(args: argparse.Namespace) -> int:
             frames = frames[: max(1, round(args.seconds * VIDEO_FPS))]
     model, weights = _load_model(args)
     summary = _stream_to_file(model, frames, args, settings)
-    if args.binaural is not None:
-        foa, _ = read_foa(args.out)
-        write_audio(args.binaural, to_binaural(foa), SAMPLE_RATE)
-    summary |= {"weights": weights, "out": str(args.out), "binaural": args.binaural and str(args.binaural)}
+    _write_extras(args, reference)
+    summary |= {
+        "weights": weights,
+        "out": str(args.out),
+        "binaural": args.binaural and str(args.binaural),
+        "plot": args.plot and str(args.plot),
+    }
     human = (
         f"wrote {args.out}: {summary['seconds']:.2f} s of 4-channel AmbiX at {SAMPLE_RATE} Hz "
         f"({summary['patches']} patches, first chunk after {summary['time_to_first_chunk_s'] * 1e3:.0f} ms, "
         f"real-time factor {summary['real_time_factor']:.2f})\nweights: {weights}"
-    )
+    ) + (f"\nDoA plot: {args.plot}" if args.plot is not None else "")
     emit(summary, args.json, human)
     return 0
+
+
+def _write_extras(args: argparse.Namespace, reference: Scene | None) -> None:
+    """The binaural render and the DoA plot, both from the FOA file just written."""
+    if args.binaural is None and args.plot is None:
+        return
+    foa, _ = read_foa(args.out)
+    if args.binaural is not None:
+        write_audio(args.binaural, to_binaural(foa), SAMPLE_RATE)
+    if args.plot is not None:
+        plot_doa(segment_doa(foa), args.plot, trajectory=reference, title=f"{args.out.name}: segment DoA")
+
+
+def _reference_trajectory(args: argparse.Namespace) -> Scene | None:
+    """The --reference-trajectory scene, read before generating so a bad file fails fast."""
+    if args.reference_trajectory is None:
+        return None
+    if args.plot is None:
+        raise InputError("--reference-trajectory is drawn on the --plot; give --plot OUT.png too")
+    scene = load_scene(args.reference_trajectory)
+    if not scene.sources:
+        raise InputError(f"{args.reference_trajectory}: trajectory JSON has no sources")
+    return scene
 
 
 def _load_model(args: argparse.Namespace) -> tuple[SwanSphere, str]:

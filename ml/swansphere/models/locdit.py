@@ -257,10 +257,25 @@ class LocDiT(nn.Module):
 
     def loss(self, x1: Tensor, h: Tensor, context: Tensor, generator: torch.Generator) -> Tensor:
         """Flow-matching loss on one batch of patches x1 (B, D, P): E || v(x_t, t) - (x1 - x0) ||²."""
-        x_t, t, u = flow_matching_sample(x1, generator)
+        x0, t = flow_matching_noise(x1, generator)
         drop_h, drop_context = self.guidance_dropout(x1.shape[0], generator)
+        return self.flow_matching_errors(x1, x0, t, h, context, drop_h, drop_context).mean()
+
+    def flow_matching_errors(
+        self,
+        x1: Tensor,
+        x0: Tensor,
+        t: Tensor,
+        h: Tensor,
+        context: Tensor,
+        drop_h: Tensor | None = None,
+        drop_context: Tensor | None = None,
+    ) -> Tensor:
+        """Per-example error || v(x_t, t) - (x1 - x0) ||² / (D·P) (B,) at given noise x0 (B, D, P) and
+        time t (B,): Diffusion-DPO compares policy and reference, winner and loser at the same (x0, t)."""
+        x_t, u = flow_path(x1, x0, t)
         v = self(x_t, t, h, context, drop_h, drop_context)  # (B, D, P)
-        return F.mse_loss(v, u)
+        return (v - u).pow(2).mean(dim=(1, 2))
 
     def _check_inputs(
         self,
@@ -292,13 +307,27 @@ class LocDiT(nn.Module):
 def flow_matching_sample(x1: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """One point of the conditional OT path per example: (x_t (B, D, P), t (B,), u (B, D, P)).
 
-    x_t = (1 - t)·x0 + t·x1 and u = x1 - x0 with x0 ~ N(0, I). t is logit-normal,
-    t = sigmoid(n), n ~ N(0, 1) (SD3, Esser et al. 2024 §3.1): it trains the middle of the path most,
-    where the velocity is hardest to predict, instead of the ends, where it is nearly x1 - x_t or
-    E[x1] - x0. Draws come from `generator` (on its own device) in the order x0, n.
+    x_t = (1 - t)·x0 + t·x1 and u = x1 - x0 with x0, t from `flow_matching_noise`.
+    """
+    x0, t = flow_matching_noise(x1, generator)
+    x_t, u = flow_path(x1, x0, t)
+    return x_t, t, u
+
+
+def flow_matching_noise(x1: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Noise x0 ~ N(0, I) shaped like x1 (B, D, P) and a flow time t (B,), as x1's dtype and device.
+
+    t is logit-normal, t = sigmoid(n), n ~ N(0, 1) (SD3, Esser et al. 2024 §3.1): it trains the middle
+    of the path most, where the velocity is hardest to predict, instead of the ends, where it is nearly
+    x1 - x_t or E[x1] - x0. Draws come from `generator` (on its own device) in the order x0, n.
     """
     B = x1.shape[0]
     x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
     t = torch.sigmoid(torch.randn(B, generator=generator, device=generator.device)).to(x1)
+    return x0, t
+
+
+def flow_path(x1: Tensor, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """The conditional OT path at t (B,): x_t = (1 - t)·x0 + t·x1 and its velocity u = x1 - x0."""
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
-    return x_t, t, x1 - x0
+    return x_t, x1 - x0

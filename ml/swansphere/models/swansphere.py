@@ -159,6 +159,37 @@ class SwanSphere(nn.Module):
 
         video_tokens (B, T·P, Dv) aligned to latent frames; text (B, S, Dt) with text_mask (B, S).
         """
+        patches, h, context = self.patch_conditions(
+            z, video_tokens, text, text_mask, video_present, text_present
+        )
+        return self.locdit.loss(patches, h, context, generator)
+
+    def flow_matching_errors(
+        self,
+        z: Tensor,
+        video_tokens: Tensor | None,
+        text: Tensor | None,
+        text_mask: Tensor | None,
+        x0: Tensor,
+        t: Tensor,
+    ) -> Tensor:
+        """Per-clip teacher-forced error (B,), mean over patches, at given noise x0 (B·T, D, P) and
+        time t (B·T,) without guidance dropout: what Diffusion-DPO compares (odpo.py)."""
+        B = z.shape[0]
+        patches, h, context = self.patch_conditions(z, video_tokens, text, text_mask)
+        return self.locdit.flow_matching_errors(patches, x0, t, h, context).view(B, -1).mean(dim=1)
+
+    def patch_conditions(
+        self,
+        z: Tensor,
+        video_tokens: Tensor | None,
+        text: Tensor | None,
+        text_mask: Tensor | None,
+        video_present: Tensor | None = None,
+        text_present: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher forcing: every patch's clean latents (B·T, D, P), its LM output h_t (B·T, C) from the
+        ground-truth history, and its LocDiT context (B·T, D, context_frames)."""
         B, D, L = z.shape
         P = self.config.patch_frames
         T = L // P
@@ -169,7 +200,7 @@ class SwanSphere(nn.Module):
             video, self.history.sequence(z), text, text_mask, video_present, text_present
         )  # (B, T, C)
         patches = z.reshape(B, D, T, P).permute(0, 2, 1, 3).reshape(B * T, D, P)  # (B·T, D, P)
-        return self.locdit.loss(patches, h.reshape(B * T, -1), self.boundary_context(z), generator)
+        return patches, h.reshape(B * T, -1), self.boundary_context(z)
 
     def boundary_context(self, z: Tensor) -> Tensor:
         """LocDiT's clean context for every patch of z (B, D, T·P): (B·T, D, context_frames),

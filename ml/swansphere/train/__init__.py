@@ -1,0 +1,1 @@
+"""Training jobs: torchrun entry points, MLflow tracking, Kubernetes submission."""
