@@ -115,6 +115,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(clips, tiny
 def test_svac_job_trains_the_heads_only_when_the_encoders_are_frozen(clips, tiny_checkpoint, tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fields = common(clips, tmp_path / "svac", tracking, batch_size=3)
+    fields["data"]["seconds"] = 2.0
     config = write_config(tmp_path, job="svac", init=tiny_checkpoint, steps=2, **fields)
     assert main(["svac", "--config", config]) == 0
     before = load_checkpoint(tiny_checkpoint).state_dict()
@@ -167,6 +168,7 @@ def test_odpo_job_runs_a_round_through_the_kafka_topic(clips, tiny_checkpoint, t
         "inputs_per_round": 2,
         "steps_per_round": 2,
         "sample_steps": 2,
+        "pair_margin": 0.0,
         "kafka_bootstrap": kafka_broker,
         "kafka_topic": "odpo-test",
     }

@@ -91,7 +91,7 @@ def build_objective(
         )
         return VAEObjective(model, config.vae, discriminator)
     if config.job == "svac":
-        return SVACObjective(model, config.svac)
+        return SVACObjective(model, config.svac, config.data.seconds)
     if config.job == "swansphere":
         if not resuming:
             stats_generator = torch.Generator().manual_seed(config.seed)

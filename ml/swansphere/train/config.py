@@ -90,6 +90,8 @@ class ODPOJobConfig(_Section):
     inputs_per_round: int = Field(8, ge=1)
     steps_per_round: int = Field(50, ge=1)
     beta: float = Field(500.0, gt=0)
+    pair_margin: float = Field(0.01, ge=0)
+    """A pair needs R_w − R_l above this (odpo.preference_pairs)."""
     sample_steps: int = Field(10, ge=1)
     """Euler steps when sampling candidates (the paper samples with its default 20)."""
     spatial_weight: float = 0.4
@@ -102,6 +104,8 @@ class ODPOJobConfig(_Section):
     kafka_bootstrap: str | None = None
     """Publish candidates and rewards to this broker (host:port) and read live samples back."""
     kafka_topic: str = "swansphere.odpo.samples"
+    kafka_audio_store: str | None = None
+    """Where audio too large for a Kafka record goes (local or s3://); None: `<out>/odpo_samples`."""
 
 
 class TrainConfig(_Section):

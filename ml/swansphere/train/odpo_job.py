@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from swansphere import odpo
+from swansphere import odpo, storage
 from swansphere.datasets import Clip, ClipDataset, crop
 from swansphere.engine import GenerationSettings, generate
+from swansphere.errors import InputError
 from swansphere.feedback import RewardComponents, Sample, SampleConsumer, SampleProducer
 from swansphere.models.swansphere import SwanSphere
 from swansphere.train.config import ODPOJobConfig, TrainConfig
@@ -132,14 +133,18 @@ def odpo_batches(config: TrainConfig, dataset: ClipDataset, objective: Objective
                 for c in range(cfg.candidates)
             ]
         if cfg.kafka_bootstrap:
-            pools = _through_kafka(cfg, pools, index, seed)
+            store = cfg.kafka_audio_store or storage.join(config.out, "odpo_samples")
+            pools = _through_kafka(cfg, store, pools, index, seed)
         model.train()
         pairs = []
         for clip in inputs:
             pool = pools.get(clip.name, [])
             if len(pool) >= 2:
                 totals = torch.tensor([[c.reward for c in pool]])
-                pairs += [(clip, pool[p.winner], pool[p.loser]) for p in odpo.preference_pairs(totals)]
+                pairs += [
+                    (clip, pool[p.winner], pool[p.loser])
+                    for p in odpo.preference_pairs(totals, margin=cfg.pair_margin)
+                ]
         everything = [c for pool in pools.values() for c in pool]
         objective.round_stats = {
             "odpo/round": float(index),
@@ -149,7 +154,10 @@ def odpo_batches(config: TrainConfig, dataset: ClipDataset, objective: Objective
         }
         log.info("ODPO round %d: %d pairs, %s", index, len(pairs), objective.round_stats)
         if not pairs:
-            raise RuntimeError(f"ODPO round {index}: all candidates within the margin; no preference pairs")
+            raise InputError(
+                f"ODPO round {index}: every candidate is within odpo.pair_margin of its best; no preference "
+                "pairs (lower the margin or raise odpo.candidates)"
+            )
         return pairs
 
     def batch_at(step: int, micro: int) -> PairBatch:
@@ -189,11 +197,11 @@ def _pair_batch(model: SwanSphere, pairs: list[tuple[Clip, Candidate, Candidate]
 
 
 def _through_kafka(
-    cfg: ODPOJobConfig, pools: dict[str, list[Candidate]], index: int, seed: int
+    cfg: ODPOJobConfig, audio_store: str, pools: dict[str, list[Candidate]], index: int, seed: int
 ) -> dict[str, list[Candidate]]:
     """Publish the round's candidates, then read the topic back: the round's pool is what it holds
     for these inputs, ours and any a live service published."""
-    with SampleProducer(cfg.kafka_bootstrap, cfg.kafka_topic) as producer:
+    with SampleProducer(cfg.kafka_bootstrap, cfg.kafka_topic, audio_store=audio_store) as producer:
         for name, pool in pools.items():
             for candidate in pool:
                 components = RewardComponents(**candidate.components, total=candidate.reward)

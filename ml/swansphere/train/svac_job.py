@@ -13,8 +13,13 @@ from swansphere.train.trainer import Objective
 
 
 class SVACObjective(Objective):
-    def __init__(self, model: SwanSphere, config: SVACJobConfig):
+    def __init__(self, model: SwanSphere, config: SVACJobConfig, seconds: float):
         super().__init__()
+        shortest = 2 * model.config.svac.min_shift_s
+        if seconds < shortest:
+            raise InputError(
+                f"data.seconds {seconds} is too short for SVAC's circular-shift negatives (>= {shortest})"
+            )
         self.model = model
         model.requires_grad_(False)
         model.svac.requires_grad_(True)

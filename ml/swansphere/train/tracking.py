@@ -70,13 +70,17 @@ class Tracker:
             mlflow.log_table(columns, artifact_file=name)
 
     def register(self, artifact_folder: str) -> str | None:
-        """Register the run's `artifact_folder` as a new version of `config.registered_model`."""
+        """Register the run's `artifact_folder` (our safetensors checkpoint, not an MLflow-flavoured
+        model) as a new version of `config.registered_model`."""
         if not (self.active and self.run_id and self.config.registered_model):
             return None
-        version = mlflow.register_model(
-            f"runs:/{self.run_id}/{artifact_folder}", self.config.registered_model
-        )
-        log.info("registered %s version %s", version.name, version.version)
+        client = mlflow.MlflowClient()
+        name = self.config.registered_model
+        if not client.search_registered_models(filter_string=f"name='{name}'"):
+            client.create_registered_model(name, description="SwanSphere generator checkpoints (safetensors)")
+        source = f"{mlflow.get_run(self.run_id).info.artifact_uri}/{artifact_folder}"
+        version = client.create_model_version(name, source=source, run_id=self.run_id)
+        log.info("registered %s version %s", name, version.version)
         return str(version.version)
 
     def finish(self) -> None:
