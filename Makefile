@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint fmt clean
+.PHONY: install demo test lint fmt clean train-tiny
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/swansphere demo --out demo_out
 
+# The shipped tiny model's recipe: SynthSphere data, then the four jobs, each starting from the last.
+train-tiny: $(STAMP)
+	$(VENV)/bin/swansphere synth --out data/synthsphere/train --clips 160 --seconds 4 --seed 1 --max-sources 1 --width 128
+	$(VENV)/bin/swansphere synth --out data/synthsphere/heldout --clips 50 --seconds 4 --seed 424242 --max-sources 1 --width 128
+	for job in vae svac swansphere odpo; do \
+		$(VENV)/bin/swansphere-train $$job --config ml/configs/tiny/$$job.yaml || exit 1; \
+	done
+
 test: $(STAMP)
 	$(PY) -m pytest
 
@@ -34,4 +42,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache runs mlruns

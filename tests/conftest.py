@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,19 +41,15 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0
     raise RuntimeError(f"{Path(process.args[0]).name} did not listen on port {port} within {timeout_s} s")
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """`moto_server` on 127.0.0.1 and a free port for the whole session; yields its URL."""
-    port = free_port()
-    moto_server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+@contextmanager
+def serving(
+    command: list[str], port: int, env: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> Iterator[None]:
+    """Run a server process until the block ends; the block starts once it listens on `port`."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
+        _wait_for_port(port, process, timeout_s)
+        yield
     finally:
         process.terminate()
         try:
@@ -60,6 +57,15 @@ def s3_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """`moto_server` on 127.0.0.1 and a free port for the whole session; yields its URL."""
+    port = free_port()
+    moto_server = Path(sys.executable).with_name("moto_server")
+    with serving([str(moto_server), "-H", "127.0.0.1", "-p", str(port)], port):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -101,21 +107,8 @@ def kafka_broker() -> Iterator[str]:
     port = free_port()
     listener = f"tcp://127.0.0.1:{port}"
     command = [str(tansu), "broker", "--listener-url", listener, "--advertised-listener-url", listener]
-    process = subprocess.Popen(
-        [*command, "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process)
+    with serving([*command, "--storage-engine", "memory://tansu/"], port):
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -129,32 +122,19 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_server}
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            "s3://mlflow/artifacts",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(folder / "server.log", "wb"),  # noqa: SIM115 - kept open for the server's lifetime
-    )
-    try:
-        _wait_for_port(port, process, timeout_s=90.0)
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        "s3://mlflow/artifacts",
+    ]
+    with serving(command, port, env, timeout_s=90.0):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

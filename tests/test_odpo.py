@@ -24,6 +24,7 @@ from swansphere.odpo import (
     preference_pairs,
     spatial_reward,
 )
+from swansphere.video import model_frames
 
 SR = 44100
 
@@ -126,12 +127,7 @@ def test_svac_semantic_score_is_the_mapped_aligned_cosine():
     scores = SVACSemanticScorer(svac).semantic(candidates.float(), frames, None)
     with torch.no_grad():
         audio = svac.audio_embeddings(candidates.float())
-        clip = torch.nn.functional.interpolate(
-            torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255,
-            size=(64, 128),
-            mode="bilinear",
-            antialias=True,
-        )
+        clip = model_frames(frames, (64, 128))
         video = svac.video_tokens(clip[None], audio.shape[1]).expand_as(audio)
         expected = (1 + svac.similarity(video, audio)) / 2
     assert torch.allclose(scores, expected, atol=1e-6)

@@ -32,7 +32,7 @@ from swansphere.errors import InputError
 from swansphere.foa import fuma_to_ambix, pseudo_foa
 from swansphere.models.vae import FOAVAE
 from swansphere.trajectory import POINT_INTERVAL_S, Scene, parse_scene
-from swansphere.video import read_video, write_video
+from swansphere.video import model_frames, read_video, write_video
 
 MANIFEST = "manifest.jsonl"
 """The SynthSphere manifest name (`synth/writer.py`), one JSON object per clip."""
@@ -125,18 +125,7 @@ def load_frames(uri: str, frame_size: tuple[int, int]) -> torch.Tensor:
     """An equirect video as (T, 3, H, W) float32 at 4 fps, resized to frame_size = (H, W)."""
     with storage.local_copy(uri) as path:
         frames, _ = read_video(path, fps=VIDEO_FPS)
-    return resize_frames(frames, frame_size)
-
-
-def resize_frames(frames: np.ndarray, frame_size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1] on the 1/255 grid (antialiased bilinear)."""
-    height, width = frame_size
-    if height < 1 or width != 2 * height:
-        raise InputError(f"frame_size must be (H, W) with W = 2·H (equirect), got {frame_size}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0.0, 255.0) / 255.0
+    return model_frames(frames, frame_size)
 
 
 def _parent(uri: str) -> str:

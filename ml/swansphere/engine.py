@@ -23,6 +23,7 @@ from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance, patch_noise, s
 from swansphere.models.svac import align_nearest
 from swansphere.models.swansphere import SwanSphere
 from swansphere.models.vae import StreamingDecoder
+from swansphere.video import model_frames
 
 MAX_STEPS = 200
 """Upper bound on solver steps per patch; more buys nothing and would stall a stream."""
@@ -99,7 +100,7 @@ class StreamingGenerator:
         if frames.shape[0] == 0:
             return []
         start = time.perf_counter()
-        self._frames.extend(self._resize(frames))
+        self._frames.extend(model_frames(frames, self.config.svac.video.frame_size))
         with torch.no_grad():
             # Block-causal in time: re-encoding the prefix leaves earlier tokens unchanged.
             clip = torch.stack(self._frames)[None].to(self._device)  # (1, T, 3, h, w)
@@ -182,14 +183,6 @@ class StreamingGenerator:
         D = self.config.vae.latent_dim
         recent = recent.reshape(1, D, -1)
         return F.pad(recent, (C - recent.shape[-1], 0))
-
-    def _resize(self, frames: np.ndarray) -> list[Tensor]:
-        """uint8 (T, H, W, 3) -> float (3, h, w) frames at the video encoder's resolution."""
-        height, width = self.config.svac.video.frame_size
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-        if x.shape[-2:] != (height, width):
-            x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        return list(x)
 
 
 def generate(

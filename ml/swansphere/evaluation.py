@@ -64,7 +64,7 @@ class Embedding(Protocol):
 
 def audio_files(folder: str | Path) -> dict[str, str]:
     """File stem -> URI of the AmbiX files directly inside a folder or `s3://` prefix."""
-    names = _s3_names(str(folder)) if storage.is_s3(folder) else _local_names(Path(folder))
+    names = storage.list_names(folder)
     files: dict[str, str] = {}
     for name in sorted(names):
         stem, suffix = posixpath.splitext(name)
@@ -90,23 +90,6 @@ def find_pairs(generated: str | Path, reference: str | Path) -> tuple[list[tuple
         "reference": sorted(reference_files.keys() - generated_files.keys()),
     }
     return [(name, generated_files[name], reference_files[name]) for name in names], unpaired
-
-
-def _local_names(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder")
-    return [path.name for path in folder.iterdir() if path.is_file()]
-
-
-def _s3_names(prefix: str) -> list[str]:
-    """Object names directly under an `s3://bucket/prefix/` (storage has no listing of its own yet)."""
-    bucket, key = storage._split_s3(prefix)
-    key = key.rstrip("/") + "/"
-    objects = storage._call(prefix, lambda client: list(client.list_objects(bucket, prefix=key)))
-    names = [obj.object_name[len(key) :] for obj in objects if not obj.is_dir]
-    if not names:
-        raise InputError(f"{prefix}: no such S3 prefix, or it holds no objects")
-    return names
 
 
 def read_pair(generated_uri: str, reference_uri: str) -> tuple[np.ndarray, np.ndarray]:

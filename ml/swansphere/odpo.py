@@ -34,6 +34,7 @@ from swansphere.metrics import angular_error_deg, azimuth_error_deg, elevation_e
 from swansphere.models.audio_encoder import mel_filterbank
 from swansphere.models.locdit import LocDiT
 from swansphere.models.svac import SVAC
+from swansphere.video import model_frames
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +139,6 @@ def cosine_to_unit(cosine: Tensor) -> Tensor:
     return ((1.0 + cosine) / 2.0).clamp(0.0, 1.0)
 
 
-def _video_clip(frames: np.ndarray, size: tuple[int, int] | None = None) -> Tensor:
-    """uint8 (T, H, W, 3) -> float (1, T, 3, h, w) in [0, 1], resized to `size` (h, w) when given."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise InputError(f"frames must be (T, H, W, 3) RGB with T >= 1, got {frames.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, H, W)
-    if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return x[None]
-
-
 class SVACSemanticScorer:
     """Fallback R_semantic without ImageBind: SVAC's temporally aligned video-audio cosine (eq. 2's s),
     mean over latent frames of cos(v_t, a_t), mapped by (1 + cos)/2.
@@ -167,7 +157,7 @@ class SVACSemanticScorer:
             raise InputError("the SVAC semantic reward needs video frames; text-only inputs need ImageBind")
         device = next(self.svac.parameters()).device
         audio = self.svac.audio_embeddings(candidates.to(device))  # (K, L, Dv)
-        clip = _video_clip(frames, self.svac.config.video.frame_size).to(device)  # (1, T, 3, h, w)
+        clip = model_frames(frames, self.svac.config.video.frame_size)[None].to(device)  # (1, T, 3, h, w)
         video = self.svac.video_tokens(clip, audio.shape[1]).expand_as(audio)  # (K, L, Dv)
         return cosine_to_unit(self.svac.similarity(video, audio)).cpu()
 
@@ -234,7 +224,7 @@ class TorchScriptScorer:
     def semantic(self, candidates: Tensor, frames: np.ndarray | None, text: str | None) -> Tensor:
         conditions = []
         if frames is not None and hasattr(self.module, "embed_video"):
-            conditions.append(self.module.embed_video(_video_clip(frames)))  # (1, E)
+            conditions.append(self.module.embed_video(model_frames(frames)[None]))  # (1, E)
         if text is not None and hasattr(self.module, "embed_text"):
             conditions.append(self.module.embed_text([text]))  # (1, E)
         if not conditions:

@@ -94,6 +94,23 @@ def exists(uri: str | Path) -> bool:
     return _call(uri, probe)
 
 
+def list_names(uri: str | Path) -> list[str]:
+    """Names of the files (objects) directly in a folder or under an `s3://bucket/prefix/`;
+    InputError when there is no such folder or prefix."""
+    if not is_s3(uri):
+        folder = _local_path(uri)
+        if not folder.is_dir():
+            raise InputError(f"{uri}: no such folder")
+        return sorted(path.name for path in folder.iterdir() if path.is_file())
+    bucket, key = _split_s3(uri)
+    key = key.rstrip("/") + "/" if key else ""
+    objects = _call(uri, lambda client: list(client.list_objects(bucket, prefix=key)))
+    names = sorted(obj.object_name[len(key) :] for obj in objects if not obj.is_dir)
+    if not names:
+        raise InputError(f"{uri}: no such S3 prefix, or it holds no objects")
+    return names
+
+
 def join(uri: str | Path, *parts: str) -> str:
     """Append path parts: `/` for S3 keys, the OS rules for local paths."""
     if is_s3(uri):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from swansphere.conventions import VIDEO_FPS
 from swansphere.errors import InputError
@@ -61,3 +63,19 @@ def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
             times.append(float(frame.pts * stream.time_base) if frame.pts is not None else len(times))
     times = np.asarray(times)
     return frames, times - (times[0] if len(times) else 0.0)
+
+
+def model_frames(frames: np.ndarray, frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1], resized (antialiased bilinear) to
+    frame_size = (h, w) when given and rounded to the 1/255 grid, so training crops, cached clips and
+    streamed frames all reach the video encoder the same way."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise InputError(f"frames must be (T, H, W, 3) RGB with T >= 1, got {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    if frame_size is not None and tuple(x.shape[-2:]) != tuple(frame_size):
+        height, width = frame_size
+        if height < 1 or width != 2 * height:
+            raise InputError(f"frame_size must be (H, W) with W = 2·H (equirect), got {frame_size}")
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0.0, 255.0) / 255.0

@@ -136,6 +136,12 @@ class SwanSphere(nn.Module):
     def generator_modules(self) -> dict[str, nn.Module]:
         return {"spatial_lm": self.lm, "locdit": self.locdit, "history": self.history}
 
+    def train_generator_only(self) -> None:
+        """§3.3 training and ODPO: the VAE, SVAC and text encoder stay frozen; the generator learns."""
+        self.requires_grad_(False)
+        for module in self.generator_modules().values():
+            module.requires_grad_(True)
+
     def encoder_modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae, "svac": self.svac, "text_encoder": self.text_encoder}
 

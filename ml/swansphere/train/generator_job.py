@@ -86,9 +86,7 @@ class GeneratorObjective(Objective):
         super().__init__()
         self.model = model
         self.config = config
-        model.requires_grad_(False)
-        for module in model.generator_modules().values():
-            module.requires_grad_(True)
+        model.train_generator_only()
 
     def forward(
         self, batch: LatentBatch, generator: torch.Generator, step: int

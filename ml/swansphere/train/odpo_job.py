@@ -43,9 +43,7 @@ class ODPOObjective(Objective):
         super().__init__()
         self.model = model
         self.config = config
-        model.requires_grad_(False)
-        for module in model.generator_modules().values():
-            module.requires_grad_(True)
+        model.train_generator_only()
         reference.requires_grad_(False).eval()
         # Kept out of the module tree: the frozen reference is neither trained, synced nor checkpointed.
         self.frozen = {"reference": reference.to(model.latent_mean.device)}
