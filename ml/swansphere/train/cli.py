@@ -22,7 +22,7 @@ from swansphere.audio import write_audio
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
 from swansphere.cli import OneLineParser
 from swansphere.conventions import SAMPLE_RATE
-from swansphere.datasets import ClipDataset, latent_statistics, pseudo_foa_dataset, synthsphere
+from swansphere.datasets import Clip, ClipDataset, latent_statistics, pseudo_foa_dataset, synthsphere
 from swansphere.doa import segment_doa
 from swansphere.engine import GenerationSettings
 from swansphere.errors import InputError
@@ -173,7 +173,7 @@ def finish(config: TrainConfig, model: SwanSphere, dataset: ClipDataset, tracker
         tracker.register("model")
 
 
-def _sample(config: TrainConfig, model: SwanSphere, clip: Any) -> np.ndarray:
+def _sample(config: TrainConfig, model: SwanSphere, clip: Clip) -> np.ndarray:
     """What the job's model makes of one clip: a VAE reconstruction, or a generation from its video."""
     if config.job in ("vae", "svac"):
         with torch.no_grad():

@@ -22,6 +22,7 @@ from swansphere.models.swansphere import SwanSphere
 from swansphere.trajectory import Scene
 
 CONDITIONS = ("video", "null_video")
+"""Generated with the clip's video / with the null video embedding."""
 
 
 def generate_pair(model: SwanSphere, clip: Clip, settings: GenerationSettings) -> dict[str, np.ndarray]:
@@ -45,6 +46,7 @@ def evaluate(
     pooled: dict[str, list[float]] = {c: [] for c in CONDITIONS}
     generated: dict[str, list[np.ndarray]] = {c: [] for c in CONDITIONS}
     references = []
+    floors: list[float] = []
     for i in range(min(clips, len(dataset))):
         clip = dataset[i]
         if clip.trajectory is None:
@@ -52,7 +54,12 @@ def evaluate(
         source = Scene.model_validate(clip.trajectory).sources[0]
         reference = clip.foa.numpy()
         references.append(reference)
-        row: dict[str, Any] = {"clip": clip.name}
+        floor = trajectory_errors(segment_doa(reference), source)
+        floors += floor["angular_deg"]
+        row: dict[str, Any] = {
+            "clip": clip.name,
+            "reference_angular_deg_median": round(floor["angular_deg_median"], 2),
+        }
         for condition, foa in generate_pair(model, clip, settings).items():
             n = min(foa.shape[-1], reference.shape[-1])
             generated[condition].append(foa[:, :n])
@@ -60,7 +67,11 @@ def evaluate(
             pooled[condition] += errors["angular_deg"]
             row[f"{condition}_angular_deg_median"] = round(errors["angular_deg_median"], 2)
         rows.append(row)
-    summary: dict[str, float] = {"clips": float(len(rows))}
+    # The estimator's own floor: the reference audio scored against the same trajectories.
+    summary: dict[str, float] = {
+        "clips": float(len(rows)),
+        "reference_segment_angular_deg_median": float(np.median(floors)),
+    }
     for condition in CONDITIONS:
         summary[f"{condition}_segment_angular_deg_median"] = float(np.median(pooled[condition]))
         summary[f"{condition}_segment_angular_deg_mean"] = float(np.mean(pooled[condition]))

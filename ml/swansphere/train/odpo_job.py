@@ -9,8 +9,8 @@ live service published for the same inputs join the ranking.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +80,9 @@ class Candidate:
     components: dict[str, float]
 
 
-def odpo_batches(config: TrainConfig, dataset: ClipDataset, objective: Objective, dist: Dist) -> Any:
+def odpo_batches(
+    config: TrainConfig, dataset: ClipDataset, objective: Objective, dist: Dist
+) -> Callable[[int, int], PairBatch]:
     """`batch_at(step, micro)` that runs a new online round whenever `step` enters one."""
     cfg = config.odpo
     model = objective.model
