@@ -13,11 +13,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
+from swansphere.datasets import synthsphere
 from swansphere.feedback import SampleConsumer
 from swansphere.models.swansphere import SwanSphere, preset
 from swansphere.synth import SynthConfig, write_dataset
 from swansphere.train.cli import main
-from swansphere.train.trainer import safetensors_metadata
+from swansphere.train.trainer import safetensors_metadata, seeded_batches
 
 pytestmark = pytest.mark.servers
 
@@ -187,6 +188,17 @@ def test_odpo_job_runs_a_round_through_the_kafka_topic(clips, tiny_checkpoint, t
     assert changed and all(n.split(".")[0] in ("lm", "locdit", "history") for n in changed)
 
 
+def test_random_gain_scales_each_crop_by_a_seeded_factor(clips):
+    dataset = synthsphere(clips, preset("tiny").svac.video.frame_size)
+    plain = seeded_batches(dataset, 2, 1.0, seed=0, rank=0)(3, 0)
+    louder = seeded_batches(dataset, 2, 1.0, seed=0, rank=0, gain_db=(6.0, 6.0))(3, 0)
+    torch.testing.assert_close(louder.foa, plain.foa * 10 ** (6 / 20))
+    varied = seeded_batches(dataset, 2, 1.0, seed=0, rank=0, gain_db=(0.0, 12.0))
+    assert torch.equal(varied(3, 0).foa, varied(3, 0).foa)
+    ratio = varied(3, 0).foa.abs().amax(dim=(1, 2)) / plain.foa.abs().amax(dim=(1, 2))
+    assert ((ratio >= 1.0) & (ratio <= 10 ** (12 / 20) + 1e-5)).all() and ratio[0] != ratio[1]
+
+
 @pytest.mark.parametrize(
     ("arguments", "reason"),
     [
@@ -195,6 +207,7 @@ def test_odpo_job_runs_a_round_through_the_kafka_topic(clips, tiny_checkpoint, t
         (["vae", "--config", "{config}", "nonsense"], "expected key=value"),
         (["svac", "--config", "{config}"], "not 'svac'"),
         (["vae", "--config", "{config}", "data.nonsense=1"], "nonsense"),
+        (["vae", "--config", "{config}", "data.gain_db=[12, 0]"], "gain_db"),
     ],
 )
 def test_bad_job_input_exits_2_with_one_line(arguments, reason, tmp_path, capsys):

@@ -129,7 +129,8 @@ def _batches(
     if config.job == "odpo":
         return odpo_batches(config, dataset, objective, dist)
     if config.job != "swansphere":
-        return seeded_batches(dataset, config.batch_size, config.data.seconds, config.seed, dist.rank)
+        data = config.data
+        return seeded_batches(dataset, config.batch_size, data.seconds, config.seed, dist.rank, data.gain_db)
     model = objective.model
     spatial = latent_batches(
         encode_clips(model, dataset), config.batch_size, config.data.seconds, model, config.seed, dist.rank

@@ -33,6 +33,15 @@ class DataConfig(_Section):
     """Length of the random training crops."""
     cache: bool = True
     """Keep decoded clips in memory (small datasets)."""
+    gain_db: tuple[float, float] | None = None
+    """Random gain per training crop, uniform in [low, high] dB (VAE and SVAC jobs): level augmentation,
+    so a quiet dataset still drives the encoder."""
+
+    @model_validator(mode="after")
+    def _gain_range(self) -> "DataConfig":
+        if self.gain_db is not None and not -40.0 <= self.gain_db[0] <= self.gain_db[1] <= 40.0:
+            raise ValueError(f"gain_db must be [low, high] with -40 <= low <= high <= 40, got {self.gain_db}")
+        return self
 
 
 class MLflowConfig(_Section):

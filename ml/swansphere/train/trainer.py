@@ -121,16 +121,27 @@ class EMA:
 
 
 def seeded_batches(
-    dataset: ClipDataset, batch_size: int, seconds: float, seed: int, rank: int
+    dataset: ClipDataset,
+    batch_size: int,
+    seconds: float,
+    seed: int,
+    rank: int,
+    gain_db: tuple[float, float] | None = None,
 ) -> Callable[[int, int], Batch]:
-    """`batch_at(step, micro)` for `Trainer.run`: clips drawn with replacement and cropped by a
-    generator seeded from (seed, rank, step, micro) alone."""
+    """`batch_at(step, micro)` for `Trainer.run`: clips drawn with replacement, cropped and, with
+    `gain_db`, scaled by a uniform random gain, all by a generator seeded from (seed, rank, step,
+    micro) alone."""
 
     def batch_at(step: int, micro: int) -> Batch:
         state = np.random.SeedSequence([seed, rank, step, micro]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
         chosen = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
-        return collate([crop(dataset[i], seconds, generator) for i in chosen])
+        batch = collate([crop(dataset[i], seconds, generator) for i in chosen])
+        if gain_db is not None:
+            low, high = gain_db
+            gains_db = low + (high - low) * torch.rand(batch_size, generator=generator)
+            batch.foa = batch.foa * (10.0 ** (gains_db / 20.0))[:, None, None]
+        return batch
 
     return batch_at
 
