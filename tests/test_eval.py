@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from scipy.linalg import sqrtm
-from swansphere import evaluation, foa, storage
+from swansphere import embeddings, evaluation, foa, storage
 from swansphere.audio import read_foa, write_audio
 from swansphere.cli import build_parser, main
 from swansphere.cli import generate as generate_cli
@@ -41,8 +41,8 @@ def folders(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def aisfx() -> evaluation.AisfxEmbedding:
-    return evaluation.aisfx_embedding()
+def aisfx() -> embeddings.AisfxEmbedding:
+    return embeddings.aisfx_embedding()
 
 
 def _eval_cli(capsys, *arguments: str) -> tuple[int, str, str]:
@@ -154,7 +154,7 @@ def test_fd_is_zero_for_a_set_with_itself_and_positive_for_other_scenes(folders,
 
 
 def test_mel_filters_are_unit_sum_triangles_on_the_htk_scale():
-    filters = evaluation.htk_mel_filters(44100, 2048, 96, 0.0, 22050.0)
+    filters = embeddings.htk_mel_filters(44100, 2048, 96, 0.0, 22050.0)
     assert filters.shape == (96, 1025)
     np.testing.assert_allclose(filters.sum(axis=1), 1.0, atol=1e-12)
     centres_hz = filters.argmax(axis=1) * 44100 / 2048
@@ -178,15 +178,15 @@ OPENL3_KEYS = {
 
 def test_openl3_loads_a_torchopenl3_state_dict(tmp_path):
     torch.manual_seed(0)
-    net = evaluation.OpenL3Net("mel128", 512).eval()
+    net = embeddings.OpenL3Net("mel128", 512).eval()
     state = net.state_dict()
     assert {key: tuple(state[key].shape) for key in OPENL3_KEYS} == OPENL3_KEYS
     assert len(state) == 8 * 5 + 8 * 2 + 3  # 8 BN (4 tensors + counter), 8 conv, 3 spectrogram buffers
     path = tmp_path / "torchopenl3_mel128_env_512.pth"
     torch.save(state, path)
-    embedding = evaluation.openl3_from_path(path, hop_s=0.5)
+    embedding = embeddings.openl3_from_path(path, hop_s=0.5)
     signal = np.random.default_rng(1).standard_normal(SAMPLE_RATE)  # 1 s: windows at 0 and 0.5 s
-    frames = evaluation.openl3_frames(signal, SAMPLE_RATE, 0.5)
+    frames = embeddings.openl3_frames(signal, SAMPLE_RATE, 0.5)
     assert frames.shape == (2, 1, 48000)
     out = embedding.embed(signal, SAMPLE_RATE)
     with torch.no_grad():
@@ -195,11 +195,11 @@ def test_openl3_loads_a_torchopenl3_state_dict(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     torch.save({"conv2d_1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(InputError, match="do not fit"):
-        evaluation.openl3_from_path(tmp_path / "bad.pth")
+        embeddings.openl3_from_path(tmp_path / "bad.pth")
 
 
 def test_kapre_spectrogram_peaks_at_a_tone_and_floors_at_80_db():
-    layer = evaluation.KapreSpectrogram("linear")
+    layer = embeddings.KapreSpectrogram("linear")
     bin_index = 40
     tone = np.cos(2 * np.pi * bin_index * np.arange(48000) / 512)
     decibel = layer(torch.as_tensor(tone, dtype=torch.float32)[None, None])[0, 0]  # (257, T)
@@ -208,17 +208,17 @@ def test_kapre_spectrogram_peaks_at_a_tone_and_floors_at_80_db():
 
 
 def test_passt_loads_a_hear21passt_wrapper_state_dict(tmp_path):
-    config = evaluation.PasstConfig(dim=64, depth=2, heads=1, hidden=128, classes=10)
+    config = embeddings.PasstConfig(dim=64, depth=2, heads=1, hidden=128, classes=10)
     torch.manual_seed(0)
-    net = evaluation.PasstNet(config).eval()
+    net = embeddings.PasstNet(config).eval()
     for parameter in (net.cls_token, net.dist_token, net.new_pos_embed, net.time_new_pos_embed):
         torch.nn.init.normal_(parameter, std=0.02)
     state = {f"net.{key}": value for key, value in net.state_dict().items()} | {
         "device_proxy": torch.zeros(1)
     }
     torch.save(state, tmp_path / "passt.pt")
-    embedding = evaluation.passt_from_path(tmp_path / "passt.pt")
-    assert evaluation.passt_config(net.state_dict()) == config
+    embedding = embeddings.passt_from_path(tmp_path / "passt.pt")
+    assert embeddings.passt_config(net.state_dict()) == config
     signal = np.random.default_rng(2).standard_normal(3 * SAMPLE_RATE)
     out = embedding.embed(signal, SAMPLE_RATE)
     assert out.shape == (1, 64) and np.all(np.isfinite(out))
@@ -228,10 +228,10 @@ def test_passt_loads_a_hear21passt_wrapper_state_dict(tmp_path):
 
 
 def test_passt_mel_front_end_shape_and_range():
-    mel = evaluation.PasstMel()
+    mel = embeddings.PasstMel()
     spec = mel(torch.randn(2, 32000))
     assert spec.shape == (2, 128, 100)  # pre-emphasis drops a sample: 1 + 31999 // 320 frames
-    banks = evaluation.kaldi_mel_banks(128, 1024, 32000, 0.0, 15000.0)
+    banks = embeddings.kaldi_mel_banks(128, 1024, 32000, 0.0, 15000.0)
     assert banks.shape == (128, 513) and np.all(banks[:, -1] == 0.0)
     assert banks[:, : int(15000 / 31.25) + 1].sum(axis=0).max() <= 1.0 + 1e-9
 

@@ -4,8 +4,9 @@ import argparse
 from typing import Any
 
 from swansphere.cli.output import emit
+from swansphere.embeddings import embedding_from_spec
 from swansphere.errors import InputError
-from swansphere.evaluation import embedding_from_spec, evaluate
+from swansphere.evaluation import evaluate
 
 DELTAS = {"delta_azimuth": "Δazimuth", "delta_elevation": "Δelevation", "delta_angular": "Δangular"}
 
