@@ -33,12 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return dispatch(build_parser().parse_args(argv), "swansphere")
+
+
+def dispatch(args: argparse.Namespace, prog: str) -> int:
+    """Run the parsed subcommand: bad input is exit code 2 and one line on stderr, never a traceback."""
     try:
         return int(args.run(args) or 0)
     except InputError as err:
-        print(f"swansphere {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"swansphere {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130

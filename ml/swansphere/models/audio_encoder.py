@@ -25,12 +25,9 @@ frequency grids must agree: 128 mel / 16 = 8 for AudioMAE).
 """
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,7 +35,7 @@ from torch import Tensor, nn
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.errors import InputError
 from swansphere.models.video_encoder import Block, resize_grid, sinusoid_table
-from swansphere.storage import local_copy
+from swansphere.weights import read_tensors
 
 PLANES = 7
 """Input planes: log-mel W, Y, Z, X, then intensity I_y, I_z, I_x."""
@@ -205,7 +202,7 @@ class AudioEncoder(nn.Module):
     @classmethod
     def from_audiomae(cls, uri: str | Path, config: AudioEncoderConfig, seed: int = 0) -> "AudioEncoder":
         """Our encoder from an AudioMAE (timm ViT) state dict: safetensors or torch weights_only, local or s3://."""
-        theirs = _read_tensors(uri)
+        theirs = read_tensors(uri, "model")
         encoder = cls(config)
         state = encoder.state_dict()
         for key in [key for key in state if key.startswith("blocks.")]:  # same timm names
@@ -251,18 +248,3 @@ def _take(theirs: dict[str, Tensor], key: str, shape: tuple[int, ...], uri: str 
             f"{uri}: {key} is {tuple(theirs[key].shape)}, the encoder config needs {tuple(shape)}"
         )
     return theirs[key]
-
-
-def _read_tensors(uri: str | Path) -> dict[str, Tensor]:
-    """Tensors of a safetensors or torch (weights_only) file; AudioMAE wraps its state dict in "model"."""
-    with local_copy(uri) as path:
-        try:
-            if path.suffix == ".safetensors":
-                return safetensors.torch.load_file(path, device="cpu")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError, safetensors.SafetensorError) as err:
-            raise InputError(f"{uri}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise InputError(f"{uri}: checkpoint is not a dictionary of tensors")
-    return {key: value for key, value in state.items() if isinstance(value, Tensor)}

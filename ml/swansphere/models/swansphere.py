@@ -170,21 +170,6 @@ class SwanSphere(nn.Module):
         )
         return self.locdit.loss(patches, h, context, generator)
 
-    def flow_matching_errors(
-        self,
-        z: Tensor,
-        video_tokens: Tensor | None,
-        text: Tensor | None,
-        text_mask: Tensor | None,
-        x0: Tensor,
-        t: Tensor,
-    ) -> Tensor:
-        """Per-clip teacher-forced error (B,), mean over patches, at given noise x0 (B·T, D, P) and
-        time t (B·T,) without guidance dropout: what Diffusion-DPO compares (odpo.py)."""
-        B = z.shape[0]
-        patches, h, context = self.patch_conditions(z, video_tokens, text, text_mask)
-        return self.locdit.flow_matching_errors(patches, x0, t, h, context).view(B, -1).mean(dim=1)
-
     def patch_conditions(
         self,
         z: Tensor,
@@ -195,7 +180,8 @@ class SwanSphere(nn.Module):
         text_present: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Teacher forcing: every patch's clean latents (B·T, D, P), its LM output h_t (B·T, C) from the
-        ground-truth history, and its LocDiT context (B·T, D, context_frames)."""
+        ground-truth history, and its LocDiT context (B·T, D, context_frames). ODPO scores winner and
+        loser with these (odpo.pair_flow_errors)."""
         B, D, L = z.shape
         P = self.config.patch_frames
         T = L // P

@@ -19,12 +19,9 @@ fine-tuning (App. B.1's second stage) is what makes them good again.
 """
 
 import math
-import pickle
 import re
 from dataclasses import dataclass
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,7 +29,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from swansphere.conventions import W, Y
 from swansphere.errors import InputError
-from swansphere.storage import local_copy
+from swansphere.weights import read_tensors
 
 RESIDUAL_KERNEL = 7
 """Kernel of the dilated convolution in every residual unit (SAO)."""
@@ -433,7 +430,7 @@ def load_stable_audio_weights(vae: FOAVAE, uri: str) -> list[str]:
     if not vae.config.snake_logscale:
         raise ValueError("Stable Audio stores Snake alpha/beta as logarithms: use snake_logscale=True")
     ours = vae.state_dict()
-    theirs = _our_names(_read_state_dict(uri), ours, uri)
+    theirs = _our_names(read_tensors(uri, "state_dict"), ours, uri)
     enc, dec = vae.encoder.layers, vae.decoder.layers
     adapters = {
         "encoder.layers.0": _adapt_input_conv,
@@ -466,21 +463,6 @@ def load_stable_audio_weights(vae: FOAVAE, uri: str) -> list[str]:
         raise InputError(f"{uri}: checkpoint has tensors this VAE lacks, e.g. {sorted(theirs)[0]}")
     vae.load_state_dict({key: value.to(ours[key].dtype) for key, value in loaded.items()})
     return report
-
-
-def _read_state_dict(uri: str) -> Tensors:
-    """Tensors of a safetensors or torch (weights_only) file, local or on S3."""
-    with local_copy(uri) as path:
-        try:
-            if path.suffix == ".safetensors":
-                return safetensors.torch.load_file(path, device="cpu")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError, safetensors.SafetensorError) as err:
-            raise InputError(f"{uri}: not a readable checkpoint ({str(err).partition(chr(10))[0]})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise InputError(f"{uri}: checkpoint is not a dictionary of tensors")
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
 def _our_names(state: Tensors, ours: Tensors, uri: str) -> Tensors:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from swansphere import storage
 from swansphere.errors import InputError
+from swansphere.odpo import CANDIDATES_PER_INPUT, DPO_BETA, ONLINE_ROUNDS
 
 JOBS = ("vae", "svac", "swansphere", "odpo")
 
@@ -94,11 +95,11 @@ class GeneratorJobConfig(_Section):
 class ODPOJobConfig(_Section):
     """§3.4: online rounds of K candidates per input, multi-objective reward, flow-matching DPO."""
 
-    rounds: int = Field(3, ge=1)
-    candidates: int = Field(8, ge=2)
+    rounds: int = Field(ONLINE_ROUNDS, ge=1)
+    candidates: int = Field(CANDIDATES_PER_INPUT, ge=2)
     inputs_per_round: int = Field(8, ge=1)
     steps_per_round: int = Field(50, ge=1)
-    beta: float = Field(500.0, gt=0)
+    beta: float = Field(DPO_BETA, gt=0)
     pair_margin: float = Field(0.01, ge=0)
     """A pair needs R_w − R_l above this (odpo.preference_pairs)."""
     sample_steps: int = Field(10, ge=1)

@@ -21,6 +21,7 @@ from swansphere.datasets import Clip, ClipDataset, crop
 from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.feedback import RewardComponents, Sample, SampleConsumer, SampleProducer
+from swansphere.models.locdit import flow_matching_noise
 from swansphere.models.swansphere import SwanSphere
 from swansphere.train.config import ODPOJobConfig, TrainConfig
 from swansphere.train.trainer import Dist, Objective
@@ -57,16 +58,27 @@ class ODPOObjective(Objective):
         with torch.no_grad():
             video = model.svac.video_tokens(batch.frames.to(device), batch.z_winner.shape[-1])
             text, mask = model.text_encoder.encode(batch.captions)
-        B, D, L = batch.z_winner.shape
-        P = model.config.patch_frames
-        x0 = torch.randn((B * L // P, D, P), generator=generator, device=device)
-        t = torch.sigmoid(torch.randn(B * L // P, generator=generator, device=device))
         z_w, z_l = batch.z_winner.to(device), batch.z_loser.to(device)
-        errors = [model.flow_matching_errors(z, video, text, mask, x0, t) for z in (z_w, z_l)]
+        B = z_w.shape[0]
+        sides = [model.patch_conditions(z, video, text, mask) for z in (z_w, z_l)]
+        x0, t = flow_matching_noise(sides[0][0], generator)  # shared by winner, loser, policy, reference
+        errors = _clip_errors(model, sides, x0, t, B)
         with torch.no_grad():
-            ref_errors = [reference.flow_matching_errors(z, video, text, mask, x0, t) for z in (z_w, z_l)]
+            ref_sides = [reference.patch_conditions(z, video, text, mask) for z in (z_w, z_l)]
+            ref_errors = _clip_errors(reference, ref_sides, x0, t, B)
         loss, stats = odpo.flow_dpo_loss(errors[0], errors[1], ref_errors[0], ref_errors[1], self.config.beta)
         return loss, {"loss": loss.item(), **{f"dpo/{k}": v for k, v in stats.items()}, **self.round_stats}
+
+
+def _clip_errors(
+    model: SwanSphere, sides: list[tuple[Tensor, Tensor, Tensor]], x0: Tensor, t: Tensor, clips: int
+) -> tuple[Tensor, Tensor]:
+    """Winner and loser flow-matching errors per clip (B,), the mean over their patches."""
+    (patches_w, h_w, context_w), (patches_l, h_l, context_l) = sides
+    e_w, e_l = odpo.pair_flow_errors(
+        model.locdit, patches_w, patches_l, (h_w, h_l), (context_w, context_l), x0, t
+    )
+    return e_w.view(clips, -1).mean(dim=1), e_l.view(clips, -1).mean(dim=1)
 
 
 REWARDS = ("spatial", "semantic", "fidelity")

@@ -22,7 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
-from swansphere.cli import OneLineParser
+from swansphere.cli import OneLineParser, dispatch
 from swansphere.errors import InputError
 from swansphere.train.config import JOBS
 
@@ -568,12 +568,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except InputError as err:
-        print(f"swansphere-ml {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"swansphere-ml {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return dispatch(build_parser().parse_args(argv), "swansphere-ml")
