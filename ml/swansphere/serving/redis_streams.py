@@ -1,0 +1,297 @@
+"""Service mode's hot path (DESIGN §2, §7): stage topics as Redis Streams, per-stream state in Redis.
+
+`RedisTransport`: a topic is the stream `{prefix}{topic}`, each entry one encoded `Envelope` in field
+b"m"; every stage is a consumer group. A worker that dies leaves its entries pending; any other
+consumer of the group claims them once they sit idle `min_idle_ms` (XAUTOCLAIM), which is why Redis,
+not Kafka (whose takeover waits out a session timeout), carries the per-patch traffic. Streams are
+capped at about `maxlen` entries (XADD MAXLEN ~) instead of deleting acked ones.
+
+`RedisStateStore`: a stream's small values in one hash, its lists beside it, a lease lock; every key
+carries the stream id as a hash tag (`{stream}`) so one stream's keys share a Redis Cluster slot and
+its MULTI blocks stay legal there. Keys expire `ttl_s` after the last write, so an abandoned stream
+cleans itself up.
+
+Every call has a bounded socket timeout; an unreachable server raises `TransportError`.
+"""
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import redis
+from redis.client import Pipeline
+
+from swansphere.errors import InputError
+from swansphere.serving.envelope import Envelope, decode, encode
+from swansphere.serving.transport import Delivery
+
+log = logging.getLogger(__name__)
+
+FIELD = b"m"
+"""The stream entry field that holds the encoded envelope."""
+
+_RELEASE = """
+if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end
+"""
+"""Delete the lock only if it still holds our token: a lease that expired may belong to another worker."""
+
+
+class TransportError(RuntimeError):
+    """The message server (Redis or Kafka) could not be reached or did not answer in time."""
+
+
+def _connect(url: str, timeout_s: float) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+        )
+    except ValueError as err:
+        raise InputError(f"not a Redis URL ({_where(url)}): {err}") from None
+
+
+def _where(url: str) -> str:
+    """The server in `url` without credentials, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+@contextlib.contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        raise TransportError(f"Redis at {_where(url)} unreachable: {err}") from None
+
+
+def _check_count(count: int) -> None:
+    if count < 1:
+        raise InputError(f"count must be >= 1, got {count}")
+
+
+class RedisTransport:
+    """Topics as Redis Streams with consumer groups; thread-safe (the client pools connections).
+
+    A blocking receive waits at most half of `timeout_s`, inside the socket timeout, so a silent server
+    is noticed instead of hanging a worker.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        min_idle_ms: int = 5000,
+        maxlen: int | None = 100_000,
+        prefix: str = "ss:",
+        timeout_s: float = 10.0,
+    ):
+        """`min_idle_ms`: how long an entry stays with a silent consumer before another takes it over
+        (longer than the slowest handling of one batch); `maxlen`: approximate cap per topic, None for
+        none."""
+        if min_idle_ms < 1:
+            raise InputError(f"min_idle_ms must be >= 1, got {min_idle_ms}")
+        if maxlen is not None and maxlen < 1:
+            raise InputError(f"maxlen must be >= 1 or None, got {maxlen}")
+        self.url, self.min_idle_ms, self.maxlen, self.prefix = url, min_idle_ms, maxlen, prefix
+        self.max_block_ms = int(timeout_s * 500)
+        self._redis = _connect(url, timeout_s)
+        self._groups: set[tuple[str, str]] = set()
+
+    def _key(self, topic: str) -> str:
+        return f"{self.prefix}{topic}"
+
+    def publish(self, topic: str, message: Envelope) -> None:
+        data = encode(message)
+        with _reaching(self.url):
+            self._redis.xadd(self._key(topic), {FIELD: data}, maxlen=self.maxlen, approximate=True)
+
+    def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """Entries other consumers left idle past `min_idle_ms` and this consumer's own pending ones
+        first, then new ones; blocks only when there are none of the former."""
+        _check_count(count)
+        key = self._key(topic)
+        with _reaching(self.url):
+            self._ensure_group(key, group)
+            try:
+                entries = self._read(key, group, consumer, count, block_ms)
+            except redis.ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    raise
+                # The topic was deleted (and with it the group) since we created it: start it again.
+                self._groups.discard((key, group))
+                self._ensure_group(key, group)
+                entries = self._read(key, group, consumer, count, block_ms)
+        deliveries = []
+        for entry_id, fields in entries:
+            receipt = entry_id.decode()
+            try:
+                if not fields:
+                    raise InputError("entry was trimmed (MAXLEN) before it was handled")
+                if FIELD not in fields:
+                    raise InputError(f"entry has no {FIELD!r} field")
+                deliveries.append(Delivery(topic, decode(fields[FIELD]), receipt))
+            except InputError as err:
+                log.warning("dropping %s entry %s for group %s: %s", key, receipt, group, err)
+                with _reaching(self.url):
+                    self._redis.xack(key, group, entry_id)
+        return deliveries
+
+    def _ensure_group(self, key: str, group: str) -> None:
+        if (key, group) in self._groups:
+            return
+        try:
+            self._redis.xgroup_create(key, group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._groups.add((key, group))
+
+    def _read(self, key: str, group: str, consumer: str, count: int, block_ms: int) -> list:
+        # Claimed entries join this consumer's pending list, so reading that list ("0") returns both,
+        # oldest first.
+        self._redis.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
+        entries = _entries(self._redis.xreadgroup(group, consumer, {key: "0"}, count=count))
+        if len(entries) < count:
+            block = min(block_ms, self.max_block_ms) if not entries and block_ms > 0 else None
+            fresh = self._redis.xreadgroup(
+                group, consumer, {key: ">"}, count=count - len(entries), block=block
+            )
+            entries += _entries(fresh)
+        return entries
+
+    def ack(self, delivery: Delivery, group: str) -> None:
+        with _reaching(self.url):
+            self._redis.xack(self._key(delivery.topic), group, delivery.receipt)
+
+    def depth(self, topic: str, group: str) -> int:
+        """Pending (delivered, unacked) plus lag (not yet delivered). Before the group exists, or when
+        Redis cannot tell the lag (it lost count after a trim), the stream's length stands in."""
+        key = self._key(topic)
+        with _reaching(self.url):
+            try:
+                groups = self._redis.xinfo_groups(key)
+            except redis.ResponseError:
+                return 0  # no such stream
+            for info in groups:
+                if info["name"].decode() == group and info["lag"] is not None:
+                    return int(info["pending"]) + int(info["lag"])
+            return int(self._redis.xlen(key))
+
+    def delete(self, topic: str) -> None:
+        key = self._key(topic)
+        with _reaching(self.url):
+            self._redis.delete(key)
+        self._groups = {(k, g) for k, g in self._groups if k != key}
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _entries(reply: list) -> list:
+    """The (id, fields) pairs of a one-stream XREADGROUP reply."""
+    return list(reply[0][1]) if reply else []
+
+
+class RedisStateStore:
+    """`StateStore` in Redis: per-stream hash of values, lists, and a lease lock.
+
+    The lock is a lease (`lock_lease_ms`) so a worker that dies inside it cannot stall the stream
+    forever; the section it guards must finish well within the lease. Waiting for the lock gives up
+    after `lock_timeout_s` with `TransportError` (the caller does not ack and the message comes back).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int = 3600,
+        prefix: str = "ss:state:",
+        lock_lease_ms: int = 30_000,
+        lock_timeout_s: float = 10.0,
+        timeout_s: float = 10.0,
+    ):
+        if ttl_s < 1 or lock_lease_ms < 1 or lock_timeout_s <= 0:
+            raise InputError("ttl_s, lock_lease_ms and lock_timeout_s must be positive")
+        self.url, self.ttl_s, self.prefix = url, ttl_s, prefix
+        self.lock_lease_ms, self.lock_timeout_s = lock_lease_ms, lock_timeout_s
+        self._redis = _connect(url, timeout_s)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _base(self, stream_id: str) -> str:
+        if "{" in stream_id or "}" in stream_id:
+            raise InputError(f"stream id {stream_id!r} may not contain braces (they delimit Redis hash tags)")
+        return f"{self.prefix}{{{stream_id}}}"
+
+    def _list(self, stream_id: str, key: str) -> str:
+        return f"{self._base(stream_id)}:list:{key}"
+
+    def _write(self, stream_id: str, build: Callable[[Pipeline], object], *written: str) -> list:
+        """Runs `build`'s commands in one MULTI block that also refreshes the TTLs of the stream's
+        hash, its list index and the keys `written`; returns the replies of `build`'s commands first."""
+        base = self._base(stream_id)
+        pipe = self._redis.pipeline(transaction=True)
+        build(pipe)
+        for key in (base, f"{base}:lists", *written):
+            pipe.expire(key, self.ttl_s)
+        with _reaching(self.url):
+            return pipe.execute()
+
+    def get(self, stream_id: str, key: str) -> bytes | None:
+        with _reaching(self.url):
+            return self._redis.hget(self._base(stream_id), key)
+
+    def set(self, stream_id: str, key: str, value: bytes) -> None:
+        self._write(stream_id, lambda pipe: pipe.hset(self._base(stream_id), key, value))
+
+    def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
+        return bool(self._write(stream_id, lambda pipe: pipe.hsetnx(self._base(stream_id), key, value))[0])
+
+    def append(self, stream_id: str, key: str, value: bytes) -> int:
+        name = self._list(stream_id, key)
+
+        def build(pipe: Pipeline) -> None:
+            pipe.rpush(name, value)
+            pipe.sadd(f"{self._base(stream_id)}:lists", name)
+
+        return int(self._write(stream_id, build, name)[0])
+
+    def items(self, stream_id: str, key: str, start: int = 0) -> list[bytes]:
+        if start < 0:
+            raise InputError(f"start must be >= 0, got {start}")
+        with _reaching(self.url):
+            return self._redis.lrange(self._list(stream_id, key), start, -1)
+
+    @contextlib.contextmanager
+    def lock(self, stream_id: str) -> Iterator[None]:
+        name, token = f"{self._base(stream_id)}:lock", secrets.token_hex(16)
+        deadline, pause = time.monotonic() + self.lock_timeout_s, 0.002
+        with _reaching(self.url):
+            while not self._redis.set(name, token, nx=True, px=self.lock_lease_ms):
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"lock of stream {stream_id!r} not taken within {self.lock_timeout_s} s "
+                        "(another worker holds it)"
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        try:
+            yield
+        finally:
+            with _reaching(self.url):
+                released = self._release(keys=[name], args=[token])
+            if not released:
+                log.warning(
+                    "lock of stream %r outlived its %d ms lease; another worker may have entered",
+                    stream_id,
+                    self.lock_lease_ms,
+                )
+
+    def delete(self, stream_id: str) -> None:
+        """Drops the values and lists; a held lock is left to its lease."""
+        base = self._base(stream_id)
+        with _reaching(self.url):
+            lists = self._redis.smembers(f"{base}:lists")
+            self._redis.delete(base, f"{base}:lists", *lists)
+
+    def close(self) -> None:
+        self._redis.close()

@@ -1,0 +1,375 @@
+"""The four stages of DESIGN §1 as plain message handlers: messages in, (topic, message) pairs out.
+
+Nothing here knows about gRPC, Redis, Kafka or Triton: a stage gets its model compute from a
+`Backend`, keeps per-stream state in a `StateStore`, and returns what to publish. Messages may arrive
+in any order and more than once (at-least-once transports, several workers per stage), so every
+stage files what it receives by index and advances a stream only under the stream's lock, emitting
+each output once per success. Topics:
+
+    video_encoder  frames (uint8 equirect, by first frame index), end          -> spatial_lm
+    spatial_lm     start (settings), tokens, end, latents (z_{t-1} from LocDiT) -> locdit
+    locdit         patch t: h_t and the recent clean latents                    -> spatial_lm, vae_decoder
+    vae_decoder    latents window of patch t                                     -> out.{stream_id}
+    out.{stream}   chunk t: FOA (4, n) float32, read by the gateway (or embedded driver)
+"""
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
+from swansphere.errors import InputError
+from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
+from swansphere.models.svac import align_nearest
+from swansphere.models.vae import decoder_context_frames
+from swansphere.serving.backend import Backend, LMStateLostError
+from swansphere.serving.envelope import Envelope, decode, encode
+from swansphere.serving.state import StateStore
+from swansphere.video import model_frames
+
+VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER = "video_encoder", "spatial_lm", "locdit", "vae_decoder"
+STAGES = (VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER)
+"""Stage names: also their input topics, Triton model names and service names."""
+MAX_STEPS = 200
+"""Upper bound on solver steps per patch; more buys nothing and would stall a stream."""
+MAX_DURATION_S = 600.0
+"""Longest stream, video or text-only (10 minutes)."""
+
+
+def out_topic(stream_id: str) -> str:
+    """Where a stream's FOA chunks go; the gateway reads it and deletes it at the end."""
+    return f"out.{stream_id}"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What a caller may choose per stream."""
+
+    seed: int = 0
+    """Same seed, same audio, however the stream is chunked or batched with others."""
+    steps: int = 20
+    """Euler steps per patch (paper §4.2: 20)."""
+    guidance: Guidance = field(default_factory=lambda: DEFAULT_GUIDANCE)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise InputError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream: its settings and inputs; travels as JSON in the `start` message."""
+
+    stream_id: str
+    text: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    duration_s: float | None = None
+    """Text-only streams: the length; video streams end with the video."""
+
+    def __post_init__(self) -> None:
+        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
+            raise InputError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {self.duration_s}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "StreamSpec":
+        fields = json.loads(text)
+        settings = fields.pop("settings")
+        guidance = Guidance(**settings.pop("guidance"))
+        return cls(**fields, settings=GenerationSettings(**settings, guidance=guidance))
+
+
+class Stage:
+    """Common bookkeeping: wall time spent in the backend, per stage, for metrics and `bench`."""
+
+    name = ""
+
+    def __init__(self, backend: Backend, store: StateStore):
+        self.backend = backend
+        self.store = store
+        self.config = backend.config
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        """Process a batch of messages (possibly of several streams); returns what to publish."""
+        raise TypeError(f"{type(self).__name__} must define handle()")
+
+
+class VideoEncoderStage(Stage):
+    """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take."""
+
+    name = VIDEO_ENCODER
+
+    def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        out: list[tuple[str, Envelope]] = []
+        for message in messages:
+            if message.kind == "end":
+                out.append((SPATIAL_LM, message))
+            elif message.kind == "frames":
+                out += self._frames(message)
+            else:
+                raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
+        return out
+
+    def _frames(self, message: Envelope) -> list[tuple[str, Envelope]]:
+        stream, start = message.stream_id, time.perf_counter()
+        frames = model_frames(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
+        as_bytes = (frames * 255.0).round().to(torch.uint8).numpy()  # exact: model_frames is on 1/255
+        self.store.set_once(stream, f"frames@{message.index}", _pack(as_bytes))
+        with self.store.lock(stream):
+            done = int(self.store.get(stream, "frames") or 0)
+            count = done
+            while (chunk := self.store.get(stream, f"frames@{count}")) is not None:
+                self.store.append(stream, "model_frames", chunk)
+                count += len(_unpack(chunk))
+            if count == done:
+                return []
+            prefix = np.concatenate([_unpack(b) for b in self.store.items(stream, "model_frames")])
+            tokens = self.backend.video_encoder(prefix.astype(np.float32) / 255.0)  # (count, Dv)
+            self.store.set(stream, "frames", str(count).encode())
+        self.seconds[self.name] += time.perf_counter() - start
+        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens[done:count]}))]
+
+
+class SpatialLMStage(Stage):
+    """Plans patch t once its video tokens (no look-ahead) and z_{t-1} exist: h_t for LocDiT."""
+
+    name = SPATIAL_LM
+
+    def __init__(self, backend: Backend, store: StateStore):
+        super().__init__(backend, store)
+        P = self.config.patch_frames
+        recent_frames = max(self.config.locdit.context_frames, decoder_context_frames(self.config.vae))
+        self.recent_patches = math.ceil(recent_frames / P)
+        """Clean patches sent with each request: LocDiT's boundary context and the decoder's."""
+
+    def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        out: list[tuple[str, Envelope]] = []
+        for message in messages:
+            stream = message.stream_id
+            if message.kind == "start":
+                self.store.set_once(stream, "spec", message.meta["spec"].encode())
+            elif message.kind == "tokens":
+                self.store.set_once(stream, f"tokens@{message.index}", _pack(message.tensors["tokens"]))
+            elif message.kind == "end":
+                self.store.set_once(stream, "end_frames", str(int(message.meta["frames"])).encode())
+            elif message.kind == "latents":
+                self.store.set_once(stream, f"z@{message.index}", _pack(message.tensors["z"]))
+            else:
+                raise InputError(f"spatial_lm: unknown message kind {message.kind!r}")
+            out += self._advance(stream)
+        return out
+
+    def _advance(self, stream: str) -> list[tuple[str, Envelope]]:
+        out = []
+        with self.store.lock(stream):
+            spec_json = self.store.get(stream, "spec")
+            if spec_json is None:
+                return []
+            spec = StreamSpec.from_json(spec_json)
+            tokens = self._tokens(stream)
+            total = self._total_samples(stream, spec)
+            t = int(self.store.get(stream, "next") or 0)
+            while t < self._ready_patches(stream, t, tokens, spec):
+                previous = self._latents(stream, t - 1, 1)
+                if t > 0 and previous is None:
+                    break
+                start = time.perf_counter()
+                h = self._plan(stream, spec, t, tokens, previous)
+                self.seconds[self.name] += time.perf_counter() - start
+                out.append((LOCDIT, self._patch_message(stream, spec, t, h, total)))
+                t += 1
+                self.store.set(stream, "next", str(t).encode())
+            if total is not None and t == math.ceil(total / self.config.patch_samples):
+                self.backend.end_stream(stream)
+        return out
+
+    def _plan(
+        self, stream: str, spec: StreamSpec, t: int, tokens: np.ndarray | None, previous: np.ndarray | None
+    ) -> np.ndarray:
+        """h_t from the backend's LM state; after a restart or eviction, the stream is replayed from 0."""
+        try:
+            video = None if spec.duration_s is not None else self._patch_tokens(tokens, t, t + 1)
+            prev = np.zeros((0, *self._latent_shape()), np.float32) if previous is None else previous
+            return self.backend.spatial_lm(stream, t, video, prev, spec.text)[-1]
+        except LMStateLostError:
+            video = None if spec.duration_s is not None else self._patch_tokens(tokens, 0, t + 1)
+            history = self._latents(stream, 0, t)
+            prev = np.zeros((0, *self._latent_shape()), np.float32) if history is None else history
+            return self.backend.spatial_lm(stream, 0, video, prev, spec.text)[-1]
+
+    def _patch_message(
+        self, stream: str, spec: StreamSpec, t: int, h: np.ndarray, total: int | None
+    ) -> Envelope:
+        first_recent = max(0, t - self.recent_patches)
+        recent = self._latents(stream, first_recent, t - first_recent)
+        D = self.config.vae.latent_dim
+        recent_frames = np.zeros((D, 0), np.float32) if recent is None else np.concatenate(list(recent), -1)
+        first = t * self.config.patch_samples
+        samples = (
+            self.config.patch_samples if total is None else min(self.config.patch_samples, total - first)
+        )
+        settings = spec.settings
+        meta = {
+            "seed": settings.seed,
+            "steps": settings.steps,
+            "guidance": [settings.guidance.h_weight, settings.guidance.context_weight],
+            "first_sample": first,
+            "samples": samples,
+        }
+        return Envelope(stream, "patch", t, meta, {"h": h.astype(np.float32), "recent": recent_frames})
+
+    def _latent_shape(self) -> tuple[int, int]:
+        return self.config.vae.latent_dim, self.config.patch_frames
+
+    def _tokens(self, stream: str) -> np.ndarray | None:
+        """The stream's video tokens so far, contiguous from frame 0 (T, Dv); None before the first."""
+        chunks, count = [], 0
+        while (blob := self.store.get(stream, f"tokens@{count}")) is not None:
+            chunks.append(_unpack(blob))
+            count += len(chunks[-1])
+        return np.concatenate(chunks) if chunks else None
+
+    def _latents(self, stream: str, first: int, n: int) -> np.ndarray | None:
+        """Latents of patches first .. first+n-1 (n, D, P); None if any is missing or n is 0."""
+        if first < 0 or n <= 0:
+            return None
+        blobs = [self.store.get(stream, f"z@{i}") for i in range(first, first + n)]
+        if any(blob is None for blob in blobs):
+            return None
+        return np.stack([_unpack(blob) for blob in blobs])
+
+    def _total_samples(self, stream: str, spec: StreamSpec) -> int | None:
+        if spec.duration_s is not None:
+            return round(spec.duration_s * SAMPLE_RATE)
+        end = self.store.get(stream, "end_frames")
+        return None if end is None else round(int(end) / VIDEO_FPS * SAMPLE_RATE)
+
+    def _ready_patches(self, stream: str, t: int, tokens: np.ndarray | None, spec: StreamSpec) -> int:
+        """Patches plannable now: the video frame of their last latent frame has its token (no
+        look-ahead) and they end within the video so far; after the end, every patch of the stream."""
+        received = 0 if tokens is None else len(tokens)
+        end_frames = self.store.get(stream, "end_frames")
+        total = self._total_samples(stream, spec)
+        if spec.duration_s is not None or (end_frames is not None and received >= int(end_frames)):
+            assert total is not None
+            return math.ceil(total / self.config.patch_samples)
+        P, hop = self.config.patch_frames, self.config.vae.hop_length
+        while (
+            math.floor((t * P + P - 1) * hop / SAMPLE_RATE * VIDEO_FPS) < received
+            and (t + 1) * self.config.patch_samples <= received / VIDEO_FPS * SAMPLE_RATE
+        ):
+            t += 1
+        return t
+
+    def _patch_tokens(self, tokens: np.ndarray | None, first: int, end: int) -> np.ndarray:
+        """Video tokens of patches first .. end-1, (n, P, Dv), by the causal nearest rule."""
+        if tokens is None:
+            raise InputError("spatial_lm: a video stream has no video tokens yet")
+        P = self.config.patch_frames
+        frame_rate = SAMPLE_RATE / self.config.vae.hop_length
+        aligned = align_nearest(torch.from_numpy(tokens)[None], end * P, VIDEO_FPS, frame_rate)[0]
+        return aligned[first * P :].reshape(end - first, P, -1).numpy()
+
+
+class LocDiTStage(Stage):
+    """Denoises patches by flow matching, batching every request of a call that shares the solver."""
+
+    name = LOCDIT
+
+    def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        groups: dict[tuple, list[Envelope]] = defaultdict(list)
+        for message in messages:
+            if message.kind != "patch":
+                raise InputError(f"locdit: unknown message kind {message.kind!r}")
+            groups[(int(message.meta["steps"]), *map(float, message.meta["guidance"]))].append(message)
+        out = []
+        C, dec = self.config.locdit.context_frames, decoder_context_frames(self.config.vae)
+        for (steps, h_weight, context_weight), batch in groups.items():
+            start = time.perf_counter()
+            contexts = [
+                _left_pad(m.tensors["recent"][:, m.tensors["recent"].shape[1] - C :], C) for m in batch
+            ]
+            z = self.backend.locdit(
+                np.stack([m.tensors["h"] for m in batch]),
+                np.stack(contexts),
+                [int(m.meta["seed"]) for m in batch],
+                [m.index for m in batch],
+                steps,
+                Guidance(h_weight, context_weight),
+            )
+            self.seconds[self.name] += time.perf_counter() - start
+            for message, z_t in zip(batch, z, strict=True):
+                recent = message.tensors["recent"]
+                window = np.concatenate([recent[:, max(0, recent.shape[1] - dec) :], z_t], axis=-1)
+                meta = {k: message.meta[k] for k in ("first_sample", "samples")}
+                out.append(
+                    (SPATIAL_LM, Envelope(message.stream_id, "latents", message.index, tensors={"z": z_t}))
+                )
+                out.append(
+                    (
+                        VAE_DECODER,
+                        Envelope(message.stream_id, "latents", message.index, meta, {"window": window}),
+                    )
+                )
+        return out
+
+
+class VAEDecoderStage(Stage):
+    """Latents -> FOA chunks, batching windows of equal length across streams."""
+
+    name = VAE_DECODER
+
+    def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        groups: dict[int, list[Envelope]] = defaultdict(list)
+        for message in messages:
+            if message.kind != "latents":
+                raise InputError(f"vae_decoder: unknown message kind {message.kind!r}")
+            groups[message.tensors["window"].shape[-1]].append(message)
+        out = []
+        for batch in groups.values():
+            start = time.perf_counter()
+            audio = self.backend.vae_decoder(np.stack([m.tensors["window"] for m in batch]))
+            self.seconds[self.name] += time.perf_counter() - start
+            for message, chunk in zip(batch, audio, strict=True):
+                samples = int(message.meta["samples"])
+                meta = {"first_sample": int(message.meta["first_sample"])}
+                chunk = np.ascontiguousarray(chunk[:, :samples], dtype=np.float32)
+                out.append(
+                    (
+                        out_topic(message.stream_id),
+                        Envelope(message.stream_id, "chunk", message.index, meta, {"audio": chunk}),
+                    )
+                )
+        return out
+
+
+def build_stages(backend: Backend, store: StateStore) -> dict[str, Stage]:
+    """One object per stage, keyed by its topic."""
+    return {
+        VIDEO_ENCODER: VideoEncoderStage(backend, store),
+        SPATIAL_LM: SpatialLMStage(backend, store),
+        LOCDIT: LocDiTStage(backend, store),
+        VAE_DECODER: VAEDecoderStage(backend, store),
+    }
+
+
+def _left_pad(frames: np.ndarray, n: int) -> np.ndarray:
+    """(D, m) -> (D, n): zeros before the start of the stream, as in training."""
+    return np.pad(frames, ((0, 0), (n - frames.shape[1], 0)))
+
+
+def _pack(array: np.ndarray) -> bytes:
+    """An array as bytes for the state store: the envelope format, so no pickle."""
+    return encode(Envelope("", "array", tensors={"a": np.ascontiguousarray(array)}))
+
+
+def _unpack(blob: bytes) -> np.ndarray:
+    return decode(blob).tensors["a"]

@@ -1,0 +1,69 @@
+"""How stages hand messages on (DESIGN §2): a topic per stage, consumer groups, explicit acks.
+
+Delivery is at-least-once: a message is redelivered until acked (Redis: XAUTOCLAIM of entries a dead
+worker left; Kafka: uncommitted offsets after a rebalance), so stages are idempotent on
+`Envelope.key`. `MemoryTransport` is the embedded mode's in-process queue: one process, acks are
+immediate, nothing is lost because nothing can die apart.
+"""
+
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from swansphere.serving.envelope import Envelope
+
+
+@dataclass
+class Delivery:
+    """A received message and the transport's handle to ack it."""
+
+    topic: str
+    message: Envelope
+    receipt: str = ""
+    """Redis entry id or Kafka "partition:offset"; empty for in-process queues."""
+
+
+class Transport(Protocol):
+    def publish(self, topic: str, message: Envelope) -> None:
+        """Append `message` to `topic`; returns once the transport holds it."""
+        ...
+
+    def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """Up to `count` messages for this consumer of `group` (its own unacked ones first), waiting
+        at most `block_ms` for one to arrive."""
+        ...
+
+    def ack(self, delivery: Delivery, group: str) -> None:
+        """Done with `delivery`: it will not be delivered to `group` again."""
+        ...
+
+    def depth(self, topic: str, group: str) -> int:
+        """Messages of `topic` not yet acked by `group` (queue depth, for metrics and autoscaling)."""
+        ...
+
+    def delete(self, topic: str) -> None:
+        """Drop a finished stream's topic."""
+        ...
+
+
+class MemoryTransport:
+    """In-process queues for embedded mode: one deque per (topic, group), FIFO."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Envelope]] = defaultdict(deque)
+
+    def publish(self, topic: str, message: Envelope) -> None:
+        self._queues[topic].append(message)
+
+    def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        queue = self._queues[topic]
+        return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
+
+    def ack(self, delivery: Delivery, group: str) -> None:
+        """Nothing to do: an in-process message is gone once received."""
+
+    def depth(self, topic: str, group: str) -> int:
+        return len(self._queues[topic])
+
+    def delete(self, topic: str) -> None:
+        self._queues.pop(topic, None)

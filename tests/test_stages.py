@@ -1,0 +1,148 @@
+"""Stage logic without servers (DESIGN §2): the same stages as embedded mode, driven through
+transports that reorder and redeliver, with LM state lost, and with bad messages."""
+
+import random
+
+import numpy as np
+import pytest
+from helpers_model import tiny_model
+from swansphere.engine import GenerationSettings, generate
+from swansphere.errors import InputError
+from swansphere.serving.backend import TorchBackend
+from swansphere.serving.envelope import Envelope, decode, encode
+from swansphere.serving.session import StreamFailedError, StreamSession
+from swansphere.serving.stages import STAGES, StreamSpec, build_stages
+from swansphere.serving.state import MemoryStateStore
+from swansphere.serving.transport import Delivery, MemoryTransport
+from swansphere.serving.worker import StageWorker
+
+SETTINGS = GenerationSettings(seed=7, steps=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return (np.random.default_rng(1).random((6, 64, 128, 3)) * 255).astype(np.uint8)
+
+
+class UnrulyTransport(MemoryTransport):
+    """Delivers a random subset of each queue in random order, and redelivers some messages."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.rng = random.Random(seed)
+
+    def receive(self, topic, group, consumer, count, block_ms):
+        queue = self._queues[topic]
+        messages = list(queue)
+        queue.clear()
+        self.rng.shuffle(messages)
+        keep = messages[: self.rng.randint(1, len(messages))] if messages else []
+        queue.extend(messages[len(keep) :])
+        queue.extend(m for m in keep if self.rng.random() < 0.3)  # redelivered later
+        return [Delivery(topic, m) for m in keep]
+
+
+def run_stream(model, frames, transport, store, backend, text=None, frames_per_message=2, spec=None):
+    stages = build_stages(backend, store)
+    workers = [StageWorker(stages[name], transport, "w", 8, 0) for name in STAGES]
+    spec = spec or StreamSpec("s1", text=text, settings=SETTINGS)
+    session = StreamSession(transport, store, spec, model.config.patch_samples)
+    session.start()
+    for start in range(0, len(frames), frames_per_message):
+        session.send_frames(frames[start : start + frames_per_message])
+    session.end()
+    chunks = []
+    for _ in range(10_000):
+        for worker in workers:
+            worker.run_once()
+        chunks += session.take_chunks("gateway")
+        if session.done:
+            break
+    session.close()
+    return chunks
+
+
+def test_out_of_order_and_redelivered_messages_give_the_embedded_audio_once_each(model, frames):
+    expected = generate(model, frames, text="a dog", settings=SETTINGS)
+    for seed in range(3):
+        store = MemoryStateStore()
+        chunks = run_stream(model, frames, UnrulyTransport(seed), store, TorchBackend(model), text="a dog")
+        assert [c.patch_index for c in chunks] == list(range(len(chunks)))
+        audio = np.concatenate([c.audio for c in chunks], axis=-1)
+        assert audio.shape == expected.shape
+        assert np.max(np.abs(audio - expected)) <= 1e-5
+
+
+def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames):
+    """A backend that keeps no LM state at all (a restarted or evicted worker every patch)."""
+    expected = generate(model, frames, settings=SETTINGS)
+    forgetful = TorchBackend(model, lm_capacity=0)
+    chunks = run_stream(model, frames, MemoryTransport(), MemoryStateStore(), forgetful)
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert np.max(np.abs(audio - expected)) <= 1e-5
+
+
+def test_text_only_stream_runs_for_its_duration(model):
+    spec = StreamSpec("t", text="rain", settings=SETTINGS, duration_s=1.0)
+    expected = generate(model, None, text="rain", settings=SETTINGS, duration_s=1.0)
+    transport, store = MemoryTransport(), MemoryStateStore()
+    chunks = run_stream(
+        model, np.zeros((0, 64, 128, 3), np.uint8), transport, store, TorchBackend(model), spec=spec
+    )
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert audio.shape == (4, 44100)
+    assert np.max(np.abs(audio - expected)) <= 1e-5
+
+
+def test_a_rejected_message_fails_its_stream_with_a_reason(model):
+    transport, store = MemoryTransport(), MemoryStateStore()
+    backend = TorchBackend(model)
+    stages = build_stages(backend, store)
+    session = StreamSession(
+        transport, store, StreamSpec("bad", settings=SETTINGS), model.config.patch_samples
+    )
+    transport.publish("spatial_lm", Envelope("bad", "nonsense"))
+    StageWorker(stages["spatial_lm"], transport, "w", 8, 0).run_once()
+    with pytest.raises(StreamFailedError, match="unknown message kind"):
+        session.take_chunks("gateway")
+
+
+def test_envelope_round_trip_and_refusals():
+    message = Envelope(
+        "s",
+        "chunk",
+        3,
+        {"first_sample": 5},
+        {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.uint8)},
+    )
+    back = decode(encode(message))
+    assert back.key == ("s", "chunk", 3) and back.meta == {"first_sample": 5}
+    assert np.array_equal(back.tensors["a"], message.tensors["a"]) and back.tensors["b"].dtype == np.uint8
+    data = encode(message)
+    for bad, reason in [
+        (b"XXXX" + data[4:], "bad magic"),
+        (data[:-1], "runs past the end"),
+        (data + b"\0", "trailing bytes"),
+        (data[:8] + b"[" + data[9:], "header is not valid"),
+    ]:
+        with pytest.raises(InputError, match=reason):
+            decode(bad)
+    with pytest.raises(InputError, match="cannot travel"):
+        encode(Envelope("s", "x", tensors={"o": np.array([object()])}))
+
+
+def test_frames_are_checked_before_they_enter_the_pipeline(model):
+    session = StreamSession(
+        MemoryTransport(), MemoryStateStore(), StreamSpec("f"), model.config.patch_samples
+    )
+    with pytest.raises(InputError, match="equirectangular"):
+        session.send_frames(np.zeros((1, 64, 100, 3), np.uint8))
+    with pytest.raises(InputError, match="uint8"):
+        session.send_frames(np.zeros((1, 64, 128, 3), np.float32))
+    with pytest.raises(InputError, match="no video frames"):
+        session.end()
