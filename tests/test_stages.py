@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 from helpers_model import tiny_model
+
 from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.serving.backend import TorchBackend

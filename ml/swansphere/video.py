@@ -72,6 +72,8 @@ def model_frames(frames: np.ndarray, frame_size: tuple[int, int] | None = None) 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise InputError(f"frames must be (T, H, W, 3) RGB with T >= 1, got {frames.shape}")
+    if not frames.flags.writeable:  # decoded from a message: torch wants memory it may write
+        frames = frames.copy()
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
     if frame_size is not None and tuple(x.shape[-2:]) != tuple(frame_size):
         height, width = frame_size

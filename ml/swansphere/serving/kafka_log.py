@@ -63,7 +63,9 @@ class KafkaTransport:
                 delivery_timeout_ms=timeout_ms,
             )
         except KafkaError as err:
-            raise TransportError(f"Kafka broker {bootstrap} unreachable within {timeout_s} s: {err}") from None
+            raise TransportError(
+                f"Kafka broker {bootstrap} unreachable within {timeout_s} s: {err}"
+            ) from None
         self._consumers: dict[tuple[str, str, str], KafkaConsumer] = {}
         self._probes: dict[str, KafkaConsumer] = {}
         self._committed: dict[tuple[str, TopicPartition], int] = {}
@@ -158,7 +160,9 @@ class KafkaTransport:
             committed = {tp: probe.committed(tp, timeout_ms=timeout_ms) for tp in partitions}
         except KafkaError as err:
             raise TransportError(f"reading offsets of {topic} on {self.bootstrap} failed: {err}") from None
-        return sum(ends[tp] - (committed[tp] if committed[tp] is not None else starts[tp]) for tp in partitions)
+        return sum(
+            ends[tp] - (committed[tp] if committed[tp] is not None else starts[tp]) for tp in partitions
+        )
 
     def delete(self, topic: str) -> None:
         """Nothing to drop: Kafka topics here are shared, retained logs, not per-stream topics."""

@@ -4,7 +4,9 @@
 b"m"; every stage is a consumer group. A worker that dies leaves its entries pending; any other
 consumer of the group claims them once they sit idle `min_idle_ms` (XAUTOCLAIM), which is why Redis,
 not Kafka (whose takeover waits out a session timeout), carries the per-patch traffic. Streams are
-capped at about `maxlen` entries (XADD MAXLEN ~) instead of deleting acked ones.
+capped at about `maxlen` entries (XADD MAXLEN ~) instead of deleting acked ones, and a topic nobody
+publishes to for `ttl_s` expires: a chunk that comes late, after the gateway deleted its stream's topic,
+re-creates the topic, which then does not linger.
 
 `RedisStateStore`: a stream's small values in one hash, its lists beside it, a lease lock; every key
 carries the stream id as a hash tag (`{stream}`) so one stream's keys share a Redis Cluster slot and
@@ -84,16 +86,20 @@ class RedisTransport:
         min_idle_ms: int = 5000,
         maxlen: int | None = 100_000,
         prefix: str = "ss:",
+        ttl_s: int | None = 86_400,
         timeout_s: float = 10.0,
     ):
         """`min_idle_ms`: how long an entry stays with a silent consumer before another takes it over
         (longer than the slowest handling of one batch); `maxlen`: approximate cap per topic, None for
-        none."""
+        none; `ttl_s`: a topic's lifetime after its last publish, None for ever."""
         if min_idle_ms < 1:
             raise InputError(f"min_idle_ms must be >= 1, got {min_idle_ms}")
         if maxlen is not None and maxlen < 1:
             raise InputError(f"maxlen must be >= 1 or None, got {maxlen}")
+        if ttl_s is not None and ttl_s < 1:
+            raise InputError(f"ttl_s must be >= 1 or None, got {ttl_s}")
         self.url, self.min_idle_ms, self.maxlen, self.prefix = url, min_idle_ms, maxlen, prefix
+        self.ttl_s = ttl_s
         self.max_block_ms = int(timeout_s * 500)
         self._redis = _connect(url, timeout_s)
         self._groups: set[tuple[str, str]] = set()
@@ -102,9 +108,13 @@ class RedisTransport:
         return f"{self.prefix}{topic}"
 
     def publish(self, topic: str, message: Envelope) -> None:
-        data = encode(message)
+        key, data = self._key(topic), encode(message)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(key, {FIELD: data}, maxlen=self.maxlen, approximate=True)
+        if self.ttl_s is not None:
+            pipe.expire(key, self.ttl_s)
         with _reaching(self.url):
-            self._redis.xadd(self._key(topic), {FIELD: data}, maxlen=self.maxlen, approximate=True)
+            pipe.execute()
 
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """Entries other consumers left idle past `min_idle_ms` and this consumer's own pending ones
@@ -150,7 +160,9 @@ class RedisTransport:
     def _read(self, key: str, group: str, consumer: str, count: int, block_ms: int) -> list:
         # Claimed entries join this consumer's pending list, so reading that list ("0") returns both,
         # oldest first.
-        self._redis.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
+        claimed = self._redis.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
+        if len(claimed) > 2 and claimed[2]:  # Redis 7 drops pending entries the MAXLEN cap trimmed away
+            log.warning("%s: %d entries pending for %s were trimmed unhandled", key, len(claimed[2]), group)
         entries = _entries(self._redis.xreadgroup(group, consumer, {key: "0"}, count=count))
         if len(entries) < count:
             block = min(block_ms, self.max_block_ms) if not entries and block_ms > 0 else None

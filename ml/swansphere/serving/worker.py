@@ -9,6 +9,8 @@ unacked for redelivery and backs off.
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope
@@ -27,13 +29,16 @@ class StageWorker:
         batch: int = 16,
         block_ms: int = 100,
         backoff_s: float = 0.5,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
+        """`on_batch(messages, seconds)` is told about every handled batch (latency metrics)."""
         self.stage = stage
         self.transport = transport
         self.consumer = consumer
         self.batch = batch
         self.block_ms = block_ms
         self.backoff_s = backoff_s
+        self.on_batch = on_batch
         self.failures = 0
         """Consecutive batches that failed for a reason other than bad input."""
 
@@ -43,6 +48,7 @@ class StageWorker:
         deliveries = self.transport.receive(name, name, self.consumer, self.batch, self.block_ms)
         if not deliveries:
             return 0
+        start = time.perf_counter()
         try:
             outputs = self.stage.handle([d.message for d in deliveries])
         except InputError:
@@ -51,6 +57,8 @@ class StageWorker:
             self.transport.publish(topic, message)
         for delivery in deliveries:
             self.transport.ack(delivery, name)
+        if self.on_batch is not None:
+            self.on_batch(len(deliveries), time.perf_counter() - start)
         return len(deliveries)
 
     def run(self, stop: threading.Event) -> None:

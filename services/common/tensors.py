@@ -1,0 +1,36 @@
+"""`swansphere.v1.Tensor` <-> numpy, with the same dtype whitelist as the transport envelope."""
+
+import numpy as np
+
+from swansphere.errors import InputError
+from swansphere.serving.envelope import DTYPES
+from swansphere.v1 import stages_pb2 as pb
+
+MAX_ELEMENTS = 1 << 26
+"""64 M values: far above any real request, far below what would exhaust memory."""
+
+
+def to_tensor(array: np.ndarray) -> pb.Tensor:
+    dtype = np.dtype(array.dtype).name
+    if dtype not in DTYPES:
+        raise InputError(f"dtype {dtype} cannot travel (allowed: {sorted(DTYPES)})")
+    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return pb.Tensor(dtype=dtype, shape=list(array.shape), data=data)
+
+
+def from_tensor(tensor: pb.Tensor, name: str, dtype: str, ndim: int) -> np.ndarray:
+    """The array in `tensor`; InputError naming the field unless it is `dtype` with `ndim` dims."""
+    if tensor.dtype != dtype:
+        raise InputError(f"{name}: dtype {tensor.dtype or '(unset)'}, expected {dtype}")
+    shape = tuple(tensor.shape)
+    if len(shape) != ndim or any(n < 0 for n in shape):
+        raise InputError(f"{name}: shape {list(shape)}, expected {ndim} non-negative dimensions")
+    count = int(np.prod(shape, dtype=np.int64))
+    if count > MAX_ELEMENTS:
+        raise InputError(f"{name}: {count} values, at most {MAX_ELEMENTS}")
+    expected = count * np.dtype(DTYPES[dtype]).itemsize
+    if len(tensor.data) != expected:
+        raise InputError(
+            f"{name}: {len(tensor.data)} bytes for shape {list(shape)} {dtype}, expected {expected}"
+        )
+    return np.frombuffer(tensor.data, np.dtype(DTYPES[dtype]).newbyteorder("<")).reshape(shape)

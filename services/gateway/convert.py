@@ -1,0 +1,82 @@
+"""Public API messages <-> pipeline values, with every field checked (plain Python, no server).
+
+A bad field raises InputError naming the field and the accepted range; the server answers it with
+INVALID_ARGUMENT.
+"""
+
+import math
+
+import numpy as np
+
+from swansphere.client import pack_audio, unpack_frames
+from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
+from swansphere.errors import InputError
+from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
+from swansphere.serving.session import Chunk
+from swansphere.serving.stages import MAX_DURATION_S, MAX_STEPS, GenerationSettings, StreamSpec
+from swansphere.v1 import swansphere_pb2 as pb
+
+MAX_TEXT_CHARS = 1000
+"""Longest caption accepted; the text encoder truncates at its token limit anyway."""
+MAX_GUIDANCE = 20.0
+"""Guidance weights above this only produce noise."""
+MAX_FRAME_WIDTH = 7680
+"""8K equirect; larger frames are refused before they are decoded."""
+MIN_FRAME_WIDTH = 16
+TIMESTAMP_TOLERANCE_S = 0.05
+"""Frame i must carry timestamp i / 4 s within this much (the model reads video at 4 fps)."""
+
+
+def stream_spec(config: pb.GenerateConfig, stream_id: str) -> tuple[StreamSpec, int]:
+    """The stream's spec and its output format, from the client's first message."""
+    if len(config.text) > MAX_TEXT_CHARS:
+        raise InputError(f"config.text: {len(config.text)} characters, at most {MAX_TEXT_CHARS}")
+    if config.steps > MAX_STEPS:
+        raise InputError(f"config.steps: {config.steps}, must be 0 (default 20) or 1..{MAX_STEPS}")
+    weights = []
+    for name, default in (
+        ("h_guidance", DEFAULT_GUIDANCE.h_weight),
+        ("context_guidance", DEFAULT_GUIDANCE.context_weight),
+    ):
+        value = getattr(config, name) if config.HasField(name) else default
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_GUIDANCE):
+            raise InputError(f"config.{name}: {value}, must be in [0, {MAX_GUIDANCE:g}]")
+        weights.append(float(value))
+    if config.frame_rate not in (0, VIDEO_FPS):
+        raise InputError(f"config.frame_rate: {config.frame_rate}, the model reads video at {VIDEO_FPS} fps")
+    duration = config.duration_s
+    if duration != 0 and not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
+        raise InputError(f"config.duration_s: {duration}, must be 0 (video) or in (0, {MAX_DURATION_S:g}]")
+    if config.output_format not in pb.OutputFormat.values():
+        raise InputError(f"config.output_format: unknown value {config.output_format}")
+    settings = GenerationSettings(
+        seed=config.seed % 2**63, steps=config.steps or 20, guidance=Guidance(*weights)
+    )
+    spec = StreamSpec(stream_id, text=config.text or None, settings=settings, duration_s=duration or None)
+    return spec, config.output_format
+
+
+def frames(video: pb.VideoFrames, first_index: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 from a VideoFrames message whose first frame is frame `first_index`."""
+    if not MIN_FRAME_WIDTH <= video.width <= MAX_FRAME_WIDTH:
+        raise InputError(f"video.width: {video.width}, must be in {MIN_FRAME_WIDTH}..{MAX_FRAME_WIDTH}")
+    out, timestamps = unpack_frames(video)
+    expected = (first_index + np.arange(len(out))) / VIDEO_FPS
+    wrong = np.flatnonzero(~(np.abs(timestamps - expected) <= TIMESTAMP_TOLERANCE_S))
+    if wrong.size:
+        i = int(wrong[0])
+        raise InputError(
+            f"video frame {first_index + i}: timestamp {timestamps[i]} s, expected {expected[i]:g} s "
+            f"(consecutive frames at {VIDEO_FPS} fps)"
+        )
+    return out
+
+
+def chunk_response(chunk: Chunk, output_format: int) -> pb.GenerateResponse:
+    message = pb.Chunk(
+        patch_index=chunk.patch_index,
+        first_sample=chunk.first_sample,
+        sample_rate=SAMPLE_RATE,
+        **pack_audio(chunk.audio, output_format),
+    )
+    return pb.GenerateResponse(chunk=message)

@@ -1,0 +1,126 @@
+"""`swansphere serve gateway`: the public SwanSphere API over the stage pipeline (Redis Streams),
+with the Kafka event log when SWANSPHERE_KAFKA_BOOTSTRAP is set.
+
+Readiness follows the pipeline: SERVING only while Redis answers and every stage service in
+SWANSPHERE_STAGE_TARGETS reports SERVING (so Triton down -> stages NOT_SERVING -> the gateway too, and
+Generate answers UNAVAILABLE until they recover).
+"""
+
+import logging
+import threading
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import Field
+
+from services.common.admin import AdminServicer
+from services.common.logging import configure_logging
+from services.common.metrics import start_metrics_server
+from services.common.server import build_server, serve_forever
+from services.common.settings import ServiceSettings, load_settings
+from services.gateway.events import BackgroundEvents
+from services.gateway.servicer import GatewayServicer
+from swansphere.serving.kafka_log import EventLog, KafkaTransport
+from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
+from swansphere.serving.triton_backend import read_repository_config
+from swansphere.v1 import stages_pb2_grpc, swansphere_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHECK_PERIOD_S = 1.0
+
+
+class GatewaySettings(ServiceSettings):
+    model_repository: str = "deploy/triton/models"
+    """The Triton repository the export wrote (local or s3://): the gateway reads the model config."""
+    stage_targets: str = ""
+    """Comma-separated HOST:PORT of the four stage services, whose health the gateway follows."""
+    stall_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    """A stream with no chunk for this long (while it has input) ends with UNAVAILABLE, retryable."""
+
+
+class PipelineHealth:
+    """Polls Redis and the stage services; `why_not()` is None when a stream can be admitted."""
+
+    def __init__(self, transport: RedisTransport, targets: list[str]):
+        self.transport = transport
+        self.channels = {target: grpc.insecure_channel(target) for target in targets}
+        self.problem: str | None = "not checked yet"
+
+    def why_not(self) -> str | None:
+        return self.problem
+
+    def check(self) -> None:
+        try:
+            self.transport.depth("video_encoder", "video_encoder")
+        except Exception as err:
+            self.problem = f"redis unreachable ({err})"
+            return
+        for target, channel in self.channels.items():
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+            except grpc.RpcError as err:
+                self.problem = f"stage {target} unreachable ({err.code().name})"
+                return
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                self.problem = f"stage {target} is not serving"
+                return
+        self.problem = None
+
+
+def main() -> None:
+    settings = load_settings(GatewaySettings)
+    configure_logging("gateway", settings.log_level)
+    config = read_repository_config(settings.model_repository)
+    transport = RedisTransport(settings.redis_url)
+    store = RedisStateStore(settings.redis_url)
+    events = None
+    if settings.kafka_bootstrap:
+        events = BackgroundEvents(EventLog(KafkaTransport(settings.kafka_bootstrap, client_id="gateway")))
+    targets = [t.strip() for t in settings.stage_targets.split(",") if t.strip()]
+    pipeline = PipelineHealth(transport, targets)
+    servicer = GatewayServicer(
+        transport,
+        store,
+        config.patch_samples,
+        model=settings.model_repository,
+        max_streams=settings.max_streams,
+        stall_timeout_s=settings.stall_timeout_s,
+        ready=pipeline.why_not,
+        on_chunk=None if events is None else events.chunk,
+        on_request=None if events is None else events.request,
+    )
+    admin = AdminServicer(
+        "gateway",
+        settings.model_repository,
+        lambda: pipeline.why_not() is None,
+        lambda: 0,
+        lambda: servicer.active_streams,
+    )
+    built = build_server(
+        settings,
+        [
+            (swansphere_pb2_grpc.add_SwanSphereServicer_to_server, servicer),
+            (stages_pb2_grpc.add_AdminServicer_to_server, admin),
+        ],
+        ["swansphere.v1.SwanSphere", "swansphere.v1.Admin"],
+    )
+    if settings.metrics_port is not None:
+        start_metrics_server(settings.metrics_port, settings.host)
+    built.server.start()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            pipeline.check()
+            built.health.set_serving(pipeline.why_not() is None)
+            stop.wait(CHECK_PERIOD_S)
+
+    threading.Thread(target=watch, daemon=True, name="pipeline-health").start()
+    log.info("serving", extra={"port": built.port, "stages": targets})
+    try:
+        serve_forever(built.server, built.health, settings.shutdown_grace_s)
+    finally:
+        stop.set()

@@ -1,0 +1,1 @@
+"""Stage service: latents -> FOA chunks (Triton model `vae_decoder`)."""

@@ -1,0 +1,1 @@
+"""Stage service: equirect frames -> SVAC video tokens (Triton model `video_encoder`)."""

@@ -1,0 +1,141 @@
+"""The gateway's logic over real gRPC on loopback, with the stages in-process (memory transport, torch
+backend) so no other server is involved; the local cluster test repeats this over Redis and Triton."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from helpers_model import tiny_model
+
+from services.gateway.servicer import GatewayServicer
+from swansphere.client import SwanSphereClient, generate_requests
+from swansphere.engine import GenerationSettings, generate
+from swansphere.models.sampler import Guidance
+from swansphere.serving.backend import TorchBackend
+from swansphere.serving.embedded import EmbeddedPipeline
+from swansphere.v1 import swansphere_pb2 as pb
+from swansphere.v1 import swansphere_pb2_grpc as pb_grpc
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def gateway(model):
+    """A gateway on a free port whose pipeline runs on a background thread of this process."""
+    pipeline = EmbeddedPipeline(TorchBackend(model))
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            if not sum(worker.run_once() for worker in pipeline.workers):
+                stop.wait(0.002)
+
+    servicer = GatewayServicer(
+        pipeline.transport,
+        pipeline.store,
+        model.config.patch_samples,
+        model="tiny test",
+        max_streams=2,
+        stall_timeout_s=30.0,
+        ready=lambda: None,
+    )
+    server = grpc.server(ThreadPoolExecutor(8))
+    pb_grpc.add_SwanSphereServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{port}", servicer
+    stop.set()
+    server.stop(0).wait()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return (np.random.default_rng(2).random((6, 32, 64, 3)) * 255).astype(np.uint8)
+
+
+def test_stream_equals_embedded_and_chunks_arrive_in_order(gateway, model, frames):
+    address, _ = gateway
+    expected = generate(model, frames, text="a bell", settings=GenerationSettings(seed=3, steps=STEPS))
+    with SwanSphereClient(address, timeout_s=60) as client:
+        generation = client.generate(frames, text="a bell", seed=3, steps=STEPS, frames_per_message=1)
+        chunks = list(generation)
+    assert [c.patch_index for c in chunks] == list(range(len(chunks)))
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert audio.shape == expected.shape
+    assert np.max(np.abs(audio - expected)) <= 1e-4
+    assert generation.summary.chunks == len(chunks) and generation.summary.samples == expected.shape[1]
+
+
+def test_clip_call_pcm16_and_text_only(gateway, model):
+    address, _ = gateway
+    settings = GenerationSettings(seed=1, steps=STEPS, guidance=Guidance(1.0, 1.0))
+    expected = generate(model, None, text="rain", settings=settings, duration_s=0.5)
+    with SwanSphereClient(address, timeout_s=60) as client:
+        audio, summary = client.generate_clip(
+            text="rain", seed=1, steps=STEPS, guidance=(1.0, 1.0), duration_s=0.5, output_format="pcm16"
+        )
+    assert audio.shape == expected.shape == (4, 22050)
+    assert np.max(np.abs(audio - np.clip(expected, -1, 1))) <= 1.0 / 32767
+    assert summary.samples == 22050
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (pb.GenerateConfig(steps=500), "config.steps"),
+        (pb.GenerateConfig(h_guidance=-1.0), "config.h_guidance"),
+        (pb.GenerateConfig(duration_s=-2.0), "config.duration_s"),
+        (pb.GenerateConfig(frame_rate=30), "config.frame_rate"),
+        (pb.GenerateConfig(text="x" * 1001), "config.text"),
+    ],
+)
+def test_bad_config_is_invalid_argument_with_the_field(gateway, config, reason):
+    address, _ = gateway
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SwanSphereStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(iter([pb.GenerateRequest(config=config)]), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in caught.value.details()
+
+
+def test_bad_frames_are_invalid_argument(gateway, frames):
+    address, _ = gateway
+    config = pb.GenerateConfig(steps=STEPS)
+    requests = list(generate_requests(config, frames[:2], 1))
+    requests[2].video.frames[0].timestamp_s = 7.0  # frame 1 stamped at 7 s
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SwanSphereStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(iter(requests), timeout=30))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "timestamp" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Generate(iter([pb.GenerateRequest(video=requests[1].video)]), timeout=10))
+        assert "first message must be a config" in caught.value.details()
+
+
+def test_streams_beyond_the_limit_are_resource_exhausted(gateway, frames):
+    address, servicer = gateway
+    for _ in range(servicer.max_streams):
+        assert servicer._slots.acquire(blocking=False)
+    try:
+        with (
+            SwanSphereClient(address, timeout_s=10, retries=0) as client,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            list(client.generate(frames[:1], steps=STEPS))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        for _ in range(servicer.max_streams):
+            servicer._slots.release()

@@ -1,0 +1,372 @@
+"""The network transports and the Redis state store against real servers: redis-server and the Tansu
+Kafka-protocol broker (DESIGN §2, §7)."""
+
+import itertools
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from swansphere.errors import InputError
+from swansphere.serving.envelope import Envelope, decode
+from swansphere.serving.kafka_log import EVENT_TOPICS, EventLog, KafkaTransport
+from swansphere.serving.redis_streams import RedisStateStore, RedisTransport, TransportError
+from swansphere.serving.transport import Delivery, MemoryTransport
+
+pytestmark = pytest.mark.servers
+
+SESSION_TIMEOUT_MS = 6_000
+"""The broker floor: a short session keeps a test's group from lingering."""
+
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+def message(stream_id: str, index: int, seed: int = 0) -> Envelope:
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "audio": rng.standard_normal((4, 64)).astype(np.float32),
+        "half": rng.standard_normal(5).astype(np.float16),
+        "frames": rng.integers(0, 256, (2, 3, 4), dtype=np.uint8),
+        "ids": rng.integers(-(2**40), 2**40, 3, dtype=np.int64),
+        "empty": np.zeros((0, 4), dtype=np.int32),
+    }
+    meta = {"first_sample": index * 8192, "text": "a dog barks, left", "nested": {"a": [1, 2.5, None]}}
+    return Envelope(stream_id, "chunk", index, meta, tensors)
+
+
+def assert_same(got: Envelope, sent: Envelope) -> None:
+    assert got.key == sent.key and got.meta == sent.meta
+    assert list(got.tensors) == list(sent.tensors)
+    for name, array in sent.tensors.items():
+        assert got.tensors[name].dtype == array.dtype and got.tensors[name].shape == array.shape
+        assert got.tensors[name].tobytes() == array.tobytes(), name  # bit-equal
+
+
+def receive_all(
+    transport, topic: str, group: str, consumer: str, n: int, timeout_s: float = 30.0
+) -> list[Delivery]:
+    """Receives until `n` messages came (a Kafka group join takes seconds) or the time is up."""
+    got: list[Delivery] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        got += transport.receive(topic, group, consumer, count=n - len(got), block_ms=500)
+    return got
+
+
+@pytest.fixture
+def redis_transport(redis_url):
+    transport = RedisTransport(redis_url, min_idle_ms=200)
+    yield transport
+    transport.close()
+
+
+@pytest.fixture
+def store(redis_url):
+    store = RedisStateStore(redis_url, ttl_s=60)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def kafka_transport(kafka_broker):
+    transport = KafkaTransport(kafka_broker, session_timeout_ms=SESSION_TIMEOUT_MS)
+    yield transport
+    transport.close()
+
+
+@pytest.fixture(params=["memory", "redis", "kafka"])
+def any_transport(request):
+    if request.param == "memory":
+        yield MemoryTransport()
+    else:
+        yield request.getfixturevalue(f"{request.param}_transport")
+
+
+def test_the_same_publish_receive_ack_contract_holds_behind_every_transport(any_transport):
+    """What the stage classes rely on, whichever transport runs behind them."""
+    topic, group = unique("stage"), "workers"
+    sent = [message("stream-a", i, seed=i) for i in range(3)]
+    for item in sent:
+        any_transport.publish(topic, item)
+    assert any_transport.depth(topic, group) == 3
+
+    got = receive_all(any_transport, topic, group, "w1", 3)
+    assert len(got) == 3
+    for delivery, item in zip(got, sent, strict=True):  # one stream: in order
+        assert delivery.topic == topic
+        assert_same(delivery.message, item)
+    for delivery in got:
+        any_transport.ack(delivery, group)
+    assert any_transport.depth(topic, group) == 0
+    assert any_transport.receive(topic, group, "w1", count=10, block_ms=200) == []
+    any_transport.delete(topic)
+
+
+def test_redis_round_trip_is_bit_exact_and_depth_counts_until_the_ack(redis_transport):
+    sent = message("s1", 7, seed=3)
+    redis_transport.publish("video_encoder", sent)
+    assert redis_transport.depth("video_encoder", "stage") == 1  # before the group exists: the length
+    (delivery,) = redis_transport.receive("video_encoder", "stage", "w1", count=10, block_ms=100)
+    assert_same(delivery.message, sent)
+    assert delivery.receipt  # the entry id
+    assert redis_transport.depth("video_encoder", "stage") == 1  # delivered, not acked
+    redis_transport.ack(delivery, "stage")
+    assert redis_transport.depth("video_encoder", "stage") == 0
+    assert redis_transport.depth("nothing-here", "stage") == 0
+    raw = redis.Redis.from_url(redis_transport.url)
+    assert 0 < raw.ttl("ss:video_encoder") <= 86_400  # refreshed by every publish
+    raw.close()
+
+
+def test_a_consumer_group_splits_messages_and_each_group_gets_them_all(redis_transport):
+    for i in range(6):
+        redis_transport.publish("locdit", message("s", i))
+    first = redis_transport.receive("locdit", "stage", "a", count=3, block_ms=100)
+    second = redis_transport.receive("locdit", "stage", "b", count=10, block_ms=100)
+    assert [d.message.index for d in first] == [0, 1, 2]
+    assert [d.message.index for d in second] == [3, 4, 5]
+    other = redis_transport.receive("locdit", "metrics", "a", count=10, block_ms=100)
+    assert [d.message.index for d in other] == list(range(6))
+
+
+def test_a_blocking_receive_wakes_up_when_a_message_arrives(redis_transport, redis_url):
+    redis_transport.receive("spatial_lm", "stage", "w", count=1, block_ms=0)  # creates the group
+    publisher = RedisTransport(redis_url)
+    timer = threading.Timer(0.2, publisher.publish, ("spatial_lm", message("s", 1)))
+    timer.start()
+    start = time.monotonic()
+    (delivery,) = redis_transport.receive("spatial_lm", "stage", "w", count=5, block_ms=5000)
+    timer.join()
+    publisher.close()
+    assert delivery.message.index == 1
+    assert 0.1 < time.monotonic() - start < 2.0
+
+
+def test_a_dead_consumers_messages_go_to_another_after_min_idle_and_an_ack_ends_it(redis_transport):
+    for i in range(2):
+        redis_transport.publish("vae_decoder", message("s", i))
+    died = redis_transport.receive("vae_decoder", "stage", "dead", count=10, block_ms=100)
+    assert len(died) == 2  # and it never acks
+    # Its own unacked entries come back to the same consumer first (a restarted worker's leftovers).
+    assert [d.receipt for d in redis_transport.receive("vae_decoder", "stage", "dead", 10, 0)] == [
+        d.receipt for d in died
+    ]
+    assert redis_transport.receive("vae_decoder", "stage", "live", count=10, block_ms=0) == []  # not idle yet
+
+    time.sleep(0.3)  # > min_idle_ms = 200
+    taken = redis_transport.receive("vae_decoder", "stage", "live", count=10, block_ms=0)
+    assert [d.receipt for d in taken] == [d.receipt for d in died]
+    assert [d.message.key for d in taken] == [d.message.key for d in died]  # what consumers dedupe on
+    for delivery in taken:
+        redis_transport.ack(delivery, "stage")
+    assert redis_transport.depth("vae_decoder", "stage") == 0
+
+    time.sleep(0.3)
+    for consumer in ("dead", "live", "third"):
+        assert redis_transport.receive("vae_decoder", "stage", consumer, count=10, block_ms=0) == []
+
+
+def test_malformed_entries_are_acked_and_dropped_with_a_warning(redis_transport, redis_url, caplog):
+    raw = redis.Redis.from_url(redis_url)
+    raw.xadd("ss:topic", {b"m": b"not an envelope"})
+    raw.xadd("ss:topic", {b"other": b"field"})
+    raw.close()
+    redis_transport.publish("topic", message("s", 4))
+    with caplog.at_level(logging.WARNING, logger="swansphere.serving.redis_streams"):
+        deliveries = redis_transport.receive("topic", "stage", "w", count=10, block_ms=100)
+    assert [d.message.index for d in deliveries] == [4]
+    assert "bad magic" in caplog.text and "no b'm' field" in caplog.text
+    redis_transport.ack(deliveries[0], "stage")
+    assert redis_transport.depth("topic", "stage") == 0  # the dropped ones were acked too
+
+
+def test_a_deleted_topic_comes_back_with_its_group_on_the_next_receive(redis_transport, redis_url):
+    redis_transport.receive("out.s9", "gateway", "g", count=1, block_ms=0)  # group created and cached
+    other = RedisTransport(redis_url)
+    other.delete("out.s9")  # another process drops the topic and with it the group
+    other.publish("out.s9", message("s9", 0))
+    other.close()
+    (delivery,) = redis_transport.receive("out.s9", "gateway", "g", count=1, block_ms=100)
+    assert delivery.message.key == ("s9", "chunk", 0)
+
+
+def test_streams_are_capped_at_about_maxlen_and_trimmed_pending_entries_are_dropped(redis_url, caplog):
+    transport = RedisTransport(redis_url, maxlen=10)
+    transport.publish("capped", Envelope("s", "tick", 0))
+    (first,) = transport.receive("capped", "stage", "slow", count=1, block_ms=0)  # and not acked
+    for i in range(1, 500):
+        transport.publish("capped", Envelope("s", "tick", i))
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.xlen("ss:capped") < 500
+    raw.close()
+    with caplog.at_level(logging.WARNING, logger="swansphere.serving.redis_streams"):
+        again = transport.receive("capped", "stage", "slow", count=1, block_ms=0)
+    assert "1 entries pending for stage were trimmed" in caplog.text  # lost to the cap, and said so
+    assert [d.receipt for d in again] != [first.receipt]
+    transport.close()
+
+
+def test_redis_refuses_bad_arguments_and_reports_an_unreachable_server(redis_transport, closed_port):
+    with pytest.raises(InputError, match="count"):
+        redis_transport.receive("t", "g", "c", count=0, block_ms=0)
+    with pytest.raises(InputError, match="min_idle_ms"):
+        RedisTransport("redis://127.0.0.1:1/0", min_idle_ms=0)
+    with pytest.raises(InputError, match="not a Redis URL"):
+        RedisTransport("http://user:secret@127.0.0.1:1/0")
+    down = RedisTransport(f"redis://127.0.0.1:{closed_port}/0", timeout_s=1)
+    with pytest.raises(TransportError, match=f"127.0.0.1:{closed_port}/0 unreachable"):
+        down.publish("t", message("s", 0))
+    down_store = RedisStateStore(f"redis://:secret@127.0.0.1:{closed_port}/0", timeout_s=1)
+    with pytest.raises(TransportError, match="unreachable") as caught:
+        down_store.get("s", "k")
+    assert "secret" not in str(caught.value)
+
+
+def test_state_store_values_lists_and_delete(store, redis_url):
+    assert store.get("s1", "next") is None
+    store.set("s1", "next", b"3")
+    store.set("s1", "next", b"4")
+    assert store.get("s1", "next") == b"4"
+    assert store.set_once("s1", "spec", b"{}") is True
+    assert store.set_once("s1", "spec", b"other") is False
+    assert store.get("s1", "spec") == b"{}"
+    assert [store.append("s1", "frames", bytes([i])) for i in range(3)] == [1, 2, 3]
+    store.append("s1", "z", b"\x00\xff")
+    assert store.items("s1", "frames") == [b"\x00", b"\x01", b"\x02"]
+    assert store.items("s1", "frames", start=2) == [b"\x02"]
+    assert store.items("s1", "missing") == []
+    store.set("s2", "next", b"1")  # another stream, untouched by s1's delete
+
+    raw = redis.Redis.from_url(redis_url)
+    keys = {key.decode() for key in raw.keys("ss:state:*")}
+    assert all(0 < raw.ttl(key) <= 60 for key in keys)  # every write refreshes the TTL
+    assert {"ss:state:{s1}", "ss:state:{s1}:lists", "ss:state:{s1}:list:frames"} <= keys
+
+    store.delete("s1")
+    assert store.get("s1", "next") is None and store.items("s1", "frames") == []
+    assert {key.decode() for key in raw.keys("ss:state:*")} == {"ss:state:{s2}"}
+    assert store.get("s2", "next") == b"1"
+    raw.close()
+    with pytest.raises(InputError, match="braces"):
+        store.get("a}b", "k")
+    with pytest.raises(InputError, match="start"):
+        store.items("s1", "frames", start=-1)
+
+
+def test_the_stream_lock_excludes_another_worker(redis_url):
+    """Two workers (threads, each with its own connection) do read-modify-write under the lock."""
+    stores = [RedisStateStore(redis_url) for _ in range(2)]
+    inside, overlaps = [0], []
+
+    def work(store: RedisStateStore) -> None:
+        for _ in range(20):
+            with store.lock("s"):
+                inside[0] += 1
+                overlaps.append(inside[0] > 1)
+                count = int(store.get("s", "count") or 0)
+                time.sleep(0.001)
+                store.set("s", "count", str(count + 1).encode())
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].get("s", "count") == b"40" and not any(overlaps)
+    for store in stores:
+        store.close()
+
+
+def test_a_dead_holders_lock_lapses_and_a_busy_one_times_out_clearly(redis_url, caplog):
+    short = RedisStateStore(redis_url, lock_lease_ms=150, lock_timeout_s=2)
+    dead_holder = short.lock("s")
+    dead_holder.__enter__()  # and never leaves
+    start = time.monotonic()
+    with short.lock("s"):
+        assert time.monotonic() - start >= 0.1
+    with caplog.at_level(logging.WARNING, logger="swansphere.serving.redis_streams"):
+        dead_holder.__exit__(None, None, None)  # came back after its lease: must not free another's lock
+    assert "outlived" in caplog.text
+
+    patient = RedisStateStore(redis_url, lock_lease_ms=10_000, lock_timeout_s=0.2)
+    busy = pytest.raises(TransportError, match=r"not taken within 0\.2 s")
+    with patient.lock("t"), busy, patient.lock("t"):
+        pass
+    with patient.lock("t"):  # released on the way out
+        pass
+    short.close()
+    patient.close()
+
+
+def test_kafka_round_trip_keeps_each_streams_order_and_acks_commit(kafka_transport):
+    topic, group = unique("events"), unique("readers")
+    sent = [message(stream, i, seed=i) for i in range(4) for stream in ("a", "b", "c")]
+    for item in sent:
+        kafka_transport.publish(topic, item)
+    assert kafka_transport.depth(topic, group) == len(sent)
+
+    got = receive_all(kafka_transport, topic, group, "w1", len(sent))
+    assert len(got) == len(sent)
+    for stream in ("a", "b", "c"):
+        mine = [d for d in got if d.message.stream_id == stream]
+        assert [d.message.index for d in mine] == [0, 1, 2, 3]  # keyed: one partition, in order
+        assert len({d.receipt.split(":")[0] for d in mine}) == 1
+    by_key = {item.key: item for item in sent}
+    for delivery in got:
+        assert_same(delivery.message, by_key[delivery.message.key])
+
+    for delivery in got[:5]:
+        kafka_transport.ack(delivery, group)
+    assert 0 < kafka_transport.depth(topic, group) < len(sent)
+    for delivery in got:
+        kafka_transport.ack(delivery, group)
+    assert kafka_transport.depth(topic, group) == 0
+    with pytest.raises(InputError, match="receipt"):
+        kafka_transport.ack(Delivery(topic, sent[0], "1-0"), group)
+
+
+def test_event_log_records_requests_and_chunks_without_audio(kafka_transport, kafka_broker):
+    events = EventLog(kafka_transport)
+    events.request("stream-1", {"text": "rain on a tin roof", "seed": 3, "has_video": True})
+    for t in range(2):
+        events.chunk("stream-1", t, {"first_sample": t * 8192, "samples": 8192, "seconds": 8192 / 44100})
+
+    reader = KafkaConsumer(bootstrap_servers=kafka_broker, enable_auto_commit=False)
+    try:
+        read: dict[str, list[Envelope]] = {name: [] for name in EVENT_TOPICS.values()}
+        for topic in EVENT_TOPICS.values():  # fetch by assignment: no group join to wait for
+            partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic)]
+            reader.assign(partitions)
+            reader.seek_to_beginning()
+            deadline = time.monotonic() + 20
+            while not read[topic] or (topic == EVENT_TOPICS["chunks"] and len(read[topic]) < 2):
+                assert time.monotonic() < deadline, f"no events on {topic}"
+                for records in reader.poll(timeout_ms=500).values():
+                    read[topic] += [decode(r.value) for r in records if r.key == b"stream-1"]
+    finally:
+        reader.close()
+    (request,) = read[EVENT_TOPICS["requests"]]
+    assert request.key == ("stream-1", "request", 0)
+    assert request.meta == {"text": "rain on a tin roof", "seed": 3, "has_video": True}
+    chunks = read[EVENT_TOPICS["chunks"]]
+    assert [c.index for c in chunks] == [0, 1] and all(c.tensors == {} for c in chunks)
+    assert chunks[1].meta == {"first_sample": 8192, "samples": 8192, "seconds": 8192 / 44100}
+
+
+def test_event_log_refuses_a_chunk_event_without_its_fields():
+    with pytest.raises(InputError, match="lacks samples, seconds"):
+        EventLog(MemoryTransport()).chunk("s", 0, {"first_sample": 0})
+
+
+def test_an_unreachable_kafka_broker_raises_a_transport_error(closed_port):
+    with pytest.raises(TransportError, match=f"127.0.0.1:{closed_port} unreachable"):
+        KafkaTransport(f"127.0.0.1:{closed_port}", timeout_s=1)
