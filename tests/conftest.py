@@ -138,3 +138,25 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     ]
     with serving(command, port, env, timeout_s=90.0):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """`redis-server` (no persistence) on 127.0.0.1 and a free port for the whole session; yields its URL."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with serving([*command, "--daemonize", "no"], port):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis URL with database 0 emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server

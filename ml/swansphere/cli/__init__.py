@@ -12,7 +12,19 @@ from collections.abc import Sequence
 from swansphere import __version__
 from swansphere.errors import InputError
 
-SUBCOMMANDS = ("demo", "generate", "synth", "doa", "caption", "spatialize", "eval", "info")
+SUBCOMMANDS = (
+    "demo",
+    "generate",
+    "synth",
+    "doa",
+    "caption",
+    "spatialize",
+    "eval",
+    "info",
+    "client",
+    "serve",
+    "export",
+)
 """Modules of this package, in the order `--help` lists them."""
 
 

@@ -1,0 +1,137 @@
+"""`swansphere client`: stream a video to a running gateway and write the FOA as it arrives (DESIGN §5)."""
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import grpc
+import numpy as np
+import soundfile as sf
+
+from swansphere.cli.output import emit
+from swansphere.client import PCM16_SCALE, ProtocolError, SwanSphereClient
+from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
+from swansphere.errors import InputError
+from swansphere.video import read_video
+
+GATEWAY_ADDRESS_FILE = Path(".run/gateway.addr")
+"""Where `make up` writes the gateway's HOST:PORT: the default target."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("client", help="generate through a running gateway (gRPC streaming)")
+    parser.add_argument(
+        "--target", help=f"gateway HOST:PORT (default: the address in {GATEWAY_ADDRESS_FILE})"
+    )
+    parser.add_argument("--video", type=Path, help="equirectangular MP4")
+    parser.add_argument("--text", default="", help="caption (text condition)")
+    parser.add_argument("--out", type=Path, required=True, help="output AmbiX WAV (W, Y, Z, X; SN3D)")
+    parser.add_argument("--seconds", type=float, help="duration: text-only length, or cut the video to S s")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=20, help="flow-matching steps per patch")
+    parser.add_argument("--h-guidance", type=float, help="guidance weight of h_t (default: the server's)")
+    parser.add_argument(
+        "--context-guidance", type=float, help="guidance weight of the context (default: the server's)"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the whole call in seconds")
+    parser.add_argument("--retries", type=int, default=3, help="tries again while the gateway is unavailable")
+    parser.add_argument(
+        "--pcm16", action="store_true", help="receive 16-bit PCM (half the bytes); 16-bit WAV"
+    )
+    parser.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) of the gateway; implies --tls")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, help="client key (PEM) for mutual TLS")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.video is None and args.seconds is None:
+        raise InputError("give --video, or --text with --seconds for text-only generation")
+    if args.seconds is not None and args.seconds <= 0:
+        raise InputError(f"--seconds must be > 0, got {args.seconds}")
+    if (args.h_guidance is None) != (args.context_guidance is None):
+        raise InputError("give both --h-guidance and --context-guidance, or neither (server defaults)")
+    target = args.target or _gateway_address()
+    frames = None
+    if args.video is not None:
+        frames, _ = read_video(args.video)
+        if args.seconds is not None:
+            frames = frames[: max(1, round(args.seconds * VIDEO_FPS))]
+    client = SwanSphereClient(
+        target,
+        timeout_s=args.timeout,
+        retries=args.retries,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    with client:
+        generation = client.generate(
+            frames,
+            text=args.text,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=None if args.h_guidance is None else (args.h_guidance, args.context_guidance),
+            output_format="pcm16" if args.pcm16 else "float32",
+            duration_s=None if frames is not None else args.seconds,
+        )
+        start, first_chunk_s = time.perf_counter(), None
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with sf.SoundFile(str(args.out), "w", SAMPLE_RATE, 4, subtype=_subtype(args.pcm16)) as out:
+                for chunk in generation:
+                    first_chunk_s = first_chunk_s or time.perf_counter() - start
+                    out.write(_samples(chunk.audio, args.pcm16))
+        except (grpc.RpcError, ProtocolError) as err:
+            if first_chunk_s is None:
+                args.out.unlink(missing_ok=True)
+            return _fail(err)
+    assert generation.summary is not None  # Generation raises ProtocolError when it is missing
+    summary = asdict(generation.summary)
+    seconds = summary["samples"] / SAMPLE_RATE
+    summary |= {
+        "out": str(args.out),
+        "target": target,
+        "seconds": seconds,
+        "sample_rate": SAMPLE_RATE,
+        "channels": 4,
+        "client_time_to_first_chunk_s": first_chunk_s or 0.0,
+    }
+    human = (
+        f"wrote {args.out}: {seconds:.2f} s of 4-channel AmbiX at {SAMPLE_RATE} Hz ({summary['chunks']} "
+        f"chunks, first chunk after {summary['time_to_first_chunk_s'] * 1e3:.0f} ms at the server, "
+        f"{summary['client_time_to_first_chunk_s'] * 1e3:.0f} ms here, real-time factor "
+        f"{summary['real_time_factor']:.2f}; model {summary['model']}, stream {summary['stream_id']})"
+    )
+    emit(summary, args.json, human)
+    return 0
+
+
+def _gateway_address() -> str:
+    if not GATEWAY_ADDRESS_FILE.is_file():
+        raise InputError(f"give --target HOST:PORT (or run `make up`, which writes {GATEWAY_ADDRESS_FILE})")
+    return GATEWAY_ADDRESS_FILE.read_text().strip()
+
+
+def _subtype(pcm16: bool) -> str:
+    return "PCM_16" if pcm16 else "FLOAT"
+
+
+def _samples(audio: np.ndarray, pcm16: bool) -> np.ndarray:
+    """(n, 4) frames for the WAV. PCM16 audio goes back to the integers the gateway sent, written as they
+    are: libsndfile's own float -> 16-bit scaling differs from the API's and would change some by one."""
+    return np.round(audio.T * PCM16_SCALE).astype(np.int16) if pcm16 else audio.T
+
+
+def _fail(err: grpc.RpcError | ProtocolError) -> int:
+    """One line on stderr: exit 2 when the gateway refused our input, 1 for anything else."""
+    if isinstance(err, grpc.RpcError):
+        print(f"swansphere client: error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 2 if err.code() is grpc.StatusCode.INVALID_ARGUMENT else 1
+    print(f"swansphere client: error: {err}", file=sys.stderr)
+    return 1

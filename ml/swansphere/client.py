@@ -1,0 +1,548 @@
+"""Python SDK for a SwanSphere gateway (protos/swansphere/v1/swansphere.proto), sync and asyncio.
+
+    with SwanSphereClient("127.0.0.1:50051", timeout_s=120) as client:
+        generation = client.generate(frames, text="a dog barks on the left", seed=1)
+        for chunk in generation:          # in patch order, as soon as each exists
+            play(chunk.audio)             # (4, n) float32 AmbiX: W, Y, Z, X
+        print(generation.summary)
+
+Also the wire codec both sides use: `pack_frames`/`unpack_frames` for video, `pack_audio`/`unpack_audio`
+for audio (interleaved little-endian float32 or PCM16).
+"""
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import numpy as np
+
+from swansphere.conventions import VIDEO_FPS
+from swansphere.errors import InputError
+from swansphere.v1 import swansphere_pb2 as pb
+from swansphere.v1 import swansphere_pb2_grpc as pb_grpc
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Message size limit on both sides: a clip response of 64 MiB holds about 95 s of float32 FOA."""
+FRAMES_PER_MESSAGE = 4
+"""Video frames per request message by default: one second at 4 fps."""
+PCM16_SCALE = 32767.0
+"""pcm16 = round(clip(x, -1, 1) * 32767); x = pcm16 / 32767."""
+OUTPUT_FORMATS = {"float32": pb.OUTPUT_FORMAT_FLOAT32, "pcm16": pb.OUTPUT_FORMAT_PCM16}
+RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+"""Statuses worth another try: the gateway was not reachable or is restarting."""
+
+
+class ProtocolError(RuntimeError):
+    """The server sent something the API does not allow (wrong sizes, chunks out of order)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One patch of FOA: (4, n) float32 AmbiX, n = 8192 except the last chunk."""
+
+    patch_index: int
+    first_sample: int
+    audio: np.ndarray
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the server reports at the end of a stream (see `Summary` in the proto)."""
+
+    chunks: int
+    samples: int
+    time_to_first_chunk_s: float
+    real_time_factor: float
+    model: str
+    stream_id: str
+
+    @classmethod
+    def from_proto(cls, message: pb.Summary) -> "Summary":
+        return cls(
+            chunks=message.chunks,
+            samples=message.samples,
+            time_to_first_chunk_s=message.time_to_first_chunk_s,
+            real_time_factor=message.real_time_factor,
+            model=message.model,
+            stream_id=message.stream_id,
+        )
+
+
+def pack_audio(audio: np.ndarray, output_format: int) -> dict[str, Any]:
+    """(channels, n) float audio -> Chunk / GenerateClipResponse fields: channels, samples and the
+    `audio` oneof, interleaved little-endian (OUTPUT_FORMAT_UNSPECIFIED means float32)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2:
+        raise InputError(f"audio must be (channels, samples), got shape {audio.shape}")
+    interleaved = audio.T
+    if output_format == pb.OUTPUT_FORMAT_PCM16:
+        pcm = np.round(np.clip(interleaved, -1.0, 1.0) * PCM16_SCALE).astype("<i2")
+        payload = {"pcm16_le": pcm.tobytes()}
+    else:
+        payload = {"float32_le": interleaved.astype("<f4").tobytes()}
+    return {"channels": audio.shape[0], "samples": audio.shape[1], **payload}
+
+
+def unpack_audio(message: pb.Chunk | pb.GenerateClipResponse) -> np.ndarray:
+    """The message's audio as (channels, samples) float32; ProtocolError if the sizes disagree."""
+    kind = message.WhichOneof("audio")
+    if kind is None:
+        raise ProtocolError("the server sent no audio")
+    dtype = np.dtype("<f4" if kind == "float32_le" else "<i2")
+    data = getattr(message, kind)
+    if len(data) != message.channels * message.samples * dtype.itemsize:
+        raise ProtocolError(
+            f"{kind}: {len(data)} bytes for {message.channels} channels x {message.samples} samples"
+        )
+    values = np.frombuffer(data, dtype).reshape(message.samples, message.channels).T
+    audio = values.astype(np.float32) if kind == "float32_le" else values / np.float32(PCM16_SCALE)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Equirectangular RGB frames (T, H, W, 3) uint8 with W = 2 H and T >= 1, else InputError."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise InputError("frames: the video holds no frames")
+    if frames.shape[2] != 2 * frames.shape[1]:
+        raise InputError(
+            f"frames are not equirectangular: {frames.shape[2]}x{frames.shape[1]} (W must be 2 H)"
+        )
+    return frames
+
+
+def pack_frames(frames: np.ndarray, first_index: int) -> pb.VideoFrames:
+    """Frames first_index, first_index + 1, ... of a stream, stamped at VIDEO_FPS (i / 4 s)."""
+    frames = check_frames(frames)
+    return pb.VideoFrames(
+        width=frames.shape[2],
+        height=frames.shape[1],
+        pixel_format=pb.PIXEL_FORMAT_RGB24,
+        frames=[
+            pb.Frame(timestamp_s=(first_index + i) / VIDEO_FPS, data=np.ascontiguousarray(frame).tobytes())
+            for i, frame in enumerate(frames)
+        ],
+    )
+
+
+def unpack_frames(video: pb.VideoFrames) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (T, H, W, 3) uint8, timestamps (T,) s) of a VideoFrames message; InputError if malformed."""
+    if video.pixel_format not in (pb.PIXEL_FORMAT_UNSPECIFIED, pb.PIXEL_FORMAT_RGB24):
+        raise InputError(f"pixel_format {video.pixel_format}: only RGB24 is supported")
+    height, width = video.height, video.width
+    if height == 0 or width != 2 * height:
+        raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+    size = height * width * 3
+    for frame in video.frames:
+        if len(frame.data) != size:
+            raise InputError(f"frame at {frame.timestamp_s} s holds {len(frame.data)} bytes, not {size}")
+    data = b"".join(frame.data for frame in video.frames)
+    frames = np.frombuffer(data, np.uint8).reshape(len(video.frames), height, width, 3)
+    return frames, np.array([frame.timestamp_s for frame in video.frames], dtype=np.float64)
+
+
+def generate_config(
+    frames: np.ndarray | None,
+    text: str,
+    seed: int,
+    steps: int,
+    guidance: tuple[float, float] | None,
+    output_format: str,
+    duration_s: float | None,
+) -> pb.GenerateConfig:
+    """The stream's config; InputError for combinations the API refuses anyway."""
+    if (frames is None) == (duration_s is None):
+        raise InputError("give frames (video stream) or duration_s (text-only stream), not both or neither")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
+        raise InputError(f"duration_s must be > 0, got {duration_s}")
+    if not 0 <= seed < 2**64:
+        raise InputError(f"seed must be in 0 .. 2**64 - 1, got {seed}")
+    if steps < 0:
+        raise InputError(f"steps must be >= 0 (0 = server default), got {steps}")
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, got {output_format!r}")
+    config = pb.GenerateConfig(
+        text=text,
+        seed=seed,
+        steps=steps,
+        output_format=OUTPUT_FORMATS[output_format],
+        duration_s=duration_s or 0.0,
+        frame_rate=VIDEO_FPS,
+    )
+    if guidance is not None:
+        config.h_guidance, config.context_guidance = guidance
+    return config
+
+
+def generate_requests(
+    config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int
+) -> Iterator[pb.GenerateRequest]:
+    """config, then the frames in messages of `frames_per_message`, then end; built lazily, so a long
+    video is not copied into messages all at once."""
+    yield pb.GenerateRequest(config=config)
+    if frames is not None:
+        for first in range(0, len(frames), frames_per_message):
+            yield pb.GenerateRequest(video=pack_frames(frames[first : first + frames_per_message], first))
+    yield pb.GenerateRequest(end=pb.End())
+
+
+def _channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+
+
+def _credentials(
+    tls: bool, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None
+) -> grpc.ChannelCredentials | None:
+    """TLS when asked for or when any certificate is given (system roots unless tls_ca); mutual TLS
+    with tls_cert and tls_key."""
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("tls_cert and tls_key go together: give both or neither")
+    if not (tls or tls_ca or tls_cert):
+        return None
+    for path in (tls_ca, tls_cert, tls_key):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{path}: no such certificate or key file")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
+        private_key=Path(tls_key).read_bytes() if tls_key else None,
+        certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None,
+    )
+
+
+class _Attempts:
+    """One deadline over all tries of a call, and exponential backoff between tries."""
+
+    def __init__(self, timeout_s: float | None, retries: int, backoff_s: float):
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.retries, self.backoff_s, self.tried = retries, backoff_s, 0
+
+    def timeout(self) -> float | None:
+        """Seconds left for the next try."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def next_wait(self, error: grpc.RpcError) -> float | None:
+        """Seconds to wait before trying again, or None to give up and raise `error`."""
+        self.tried += 1
+        wait = self.backoff_s * 2 ** (self.tried - 1)
+        left = self.timeout()
+        if (
+            error.code() not in RETRY_CODES
+            or self.tried > self.retries
+            or (left is not None and left <= wait)
+        ):
+            return None
+        return wait
+
+
+def _check_order(chunk: pb.Chunk, expected: int) -> None:
+    if chunk.patch_index != expected:
+        raise ProtocolError(f"chunk {chunk.patch_index} arrived where chunk {expected} was due")
+
+
+def _chunk(message: pb.Chunk) -> Chunk:
+    return Chunk(message.patch_index, message.first_sample, unpack_audio(message), message.sample_rate)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    timeout_s: float | None
+    retries: int
+    backoff_s: float
+
+
+class Generation:
+    """A streaming generation: iterate for chunks in patch order; `summary` is set once all have come.
+
+    UNAVAILABLE before the first chunk restarts the stream (up to `retries` times); after a chunk, an
+    error is raised as it is, since the audio so far cannot be taken back. Iterating again runs the
+    generation again."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.SwanSphereStub,
+        requests: Callable[[], Iterator[pb.GenerateRequest]],
+        settings: _Settings,
+    ):
+        self._stub, self._requests, self._settings = stub, requests, settings
+        self.summary: Summary | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
+        while True:
+            call = self._stub.Generate(self._requests(), timeout=attempts.timeout())
+            received = 0
+            try:
+                for response in call:
+                    if response.WhichOneof("kind") == "chunk":
+                        _check_order(response.chunk, received)
+                        received += 1
+                        yield _chunk(response.chunk)
+                    elif response.WhichOneof("kind") == "summary":
+                        self.summary = Summary.from_proto(response.summary)
+                if self.summary is None:
+                    raise ProtocolError("the stream ended without a summary")
+                return
+            except grpc.RpcError as err:
+                wait = None if received else attempts.next_wait(err)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+            finally:
+                call.cancel()
+
+
+class AsyncGeneration:
+    """`Generation` for asyncio: `async for chunk in generation`, then `generation.summary`."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.SwanSphereStub,
+        requests: Callable[[], Iterator[pb.GenerateRequest]],
+        settings: _Settings,
+    ):
+        self._stub, self._requests, self._settings = stub, requests, settings
+        self.summary: Summary | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
+        while True:
+            call = self._stub.Generate(self._requests(), timeout=attempts.timeout())
+            received = 0
+            try:
+                async for response in call:
+                    if response.WhichOneof("kind") == "chunk":
+                        _check_order(response.chunk, received)
+                        received += 1
+                        yield _chunk(response.chunk)
+                    elif response.WhichOneof("kind") == "summary":
+                        self.summary = Summary.from_proto(response.summary)
+                if self.summary is None:
+                    raise ProtocolError("the stream ended without a summary")
+                return
+            except grpc.RpcError as err:
+                wait = None if received else attempts.next_wait(err)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+            finally:
+                call.cancel()
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None,
+        retries: int,
+        backoff_s: float,
+        tls: bool,
+        tls_ca: Path | None,
+        tls_cert: Path | None,
+        tls_key: Path | None,
+    ):
+        if timeout_s is not None and timeout_s <= 0:
+            raise InputError(f"timeout_s must be > 0, got {timeout_s}")
+        if retries < 0 or backoff_s < 0:
+            raise InputError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
+        self.target = target
+        self.settings = _Settings(timeout_s, retries, backoff_s)
+        self.credentials = _credentials(tls, tls_ca, tls_cert, tls_key)
+
+    def _request_factory(
+        self,
+        frames: np.ndarray | None,
+        text: str,
+        seed: int,
+        steps: int,
+        guidance: tuple[float, float] | None,
+        output_format: str,
+        duration_s: float | None,
+        frames_per_message: int,
+    ) -> Callable[[], Iterator[pb.GenerateRequest]]:
+        """A fresh request iterator per try: a retried stream is sent again from its start."""
+        if frames is not None:
+            frames = check_frames(frames)
+        if frames_per_message < 1:
+            raise InputError(f"frames_per_message must be >= 1, got {frames_per_message}")
+        config = generate_config(frames, text, seed, steps, guidance, output_format, duration_s)
+        return lambda: generate_requests(config, frames, frames_per_message)
+
+    @staticmethod
+    def _clip_request(
+        frames: np.ndarray | None,
+        text: str,
+        seed: int,
+        steps: int,
+        guidance: tuple[float, float] | None,
+        output_format: str,
+        duration_s: float | None,
+    ) -> pb.GenerateClipRequest:
+        if frames is not None:
+            frames = check_frames(frames)
+        config = generate_config(frames, text, seed, steps, guidance, output_format, duration_s)
+        video = None if frames is None else pack_frames(frames, 0)
+        return pb.GenerateClipRequest(config=config, video=video)
+
+
+class SwanSphereClient(_ClientBase):
+    """Blocking client. `timeout_s` bounds each call including its retries (None = no deadline);
+    UNAVAILABLE is retried `retries` times with exponential backoff from `backoff_s`."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 60.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        tls: bool = False,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ):
+        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key)
+        options = _channel_options()
+        self.channel = (
+            grpc.secure_channel(target, self.credentials, options=options)
+            if self.credentials is not None
+            else grpc.insecure_channel(target, options=options)
+        )
+        self.stub = pb_grpc.SwanSphereStub(self.channel)
+
+    def generate(
+        self,
+        frames: np.ndarray | None = None,
+        *,
+        text: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        guidance: tuple[float, float] | None = None,
+        output_format: str = "float32",
+        duration_s: float | None = None,
+        frames_per_message: int = FRAMES_PER_MESSAGE,
+    ) -> Generation:
+        """Stream `frames` (T, H, W, 3) uint8 equirect at 4 fps, or a text-only stream of `duration_s`.
+        guidance = (h_weight, context_weight), None for the server's defaults."""
+        requests = self._request_factory(
+            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message
+        )
+        return Generation(self.stub, requests, self.settings)
+
+    def generate_clip(
+        self,
+        frames: np.ndarray | None = None,
+        *,
+        text: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        guidance: tuple[float, float] | None = None,
+        output_format: str = "float32",
+        duration_s: float | None = None,
+    ) -> tuple[np.ndarray, Summary]:
+        """The whole clip in one call: (4, n) float32 AmbiX and the summary."""
+        request = self._clip_request(frames, text, seed, steps, guidance, output_format, duration_s)
+        attempts = _Attempts(self.settings.timeout_s, self.settings.retries, self.settings.backoff_s)
+        while True:
+            try:
+                response = self.stub.GenerateClip(request, timeout=attempts.timeout())
+                return unpack_audio(response), Summary.from_proto(response.summary)
+            except grpc.RpcError as err:
+                wait = attempts.next_wait(err)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "SwanSphereClient":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class AsyncSwanSphereClient(_ClientBase):
+    """`SwanSphereClient` for asyncio (grpc.aio); create it inside the running event loop."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 60.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        tls: bool = False,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ):
+        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key)
+        options = _channel_options()
+        self.channel = (
+            grpc.aio.secure_channel(target, self.credentials, options=options)
+            if self.credentials is not None
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self.stub = pb_grpc.SwanSphereStub(self.channel)
+
+    def generate(
+        self,
+        frames: np.ndarray | None = None,
+        *,
+        text: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        guidance: tuple[float, float] | None = None,
+        output_format: str = "float32",
+        duration_s: float | None = None,
+        frames_per_message: int = FRAMES_PER_MESSAGE,
+    ) -> AsyncGeneration:
+        """As `SwanSphereClient.generate`; iterate with `async for`."""
+        requests = self._request_factory(
+            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message
+        )
+        return AsyncGeneration(self.stub, requests, self.settings)
+
+    async def generate_clip(
+        self,
+        frames: np.ndarray | None = None,
+        *,
+        text: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        guidance: tuple[float, float] | None = None,
+        output_format: str = "float32",
+        duration_s: float | None = None,
+    ) -> tuple[np.ndarray, Summary]:
+        """As `SwanSphereClient.generate_clip`."""
+        request = self._clip_request(frames, text, seed, steps, guidance, output_format, duration_s)
+        attempts = _Attempts(self.settings.timeout_s, self.settings.retries, self.settings.backoff_s)
+        while True:
+            try:
+                response = await self.stub.GenerateClip(request, timeout=attempts.timeout())
+                return unpack_audio(response), Summary.from_proto(response.summary)
+            except grpc.RpcError as err:
+                wait = attempts.next_wait(err)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncSwanSphereClient":
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

@@ -1,0 +1,373 @@
+"""The Python SDK and `swansphere client` against a fake SwanSphere gateway: a real gRPC server on loopback
+(built with services.common) that answers with deterministic chunks."""
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.common.server import build_server
+from services.common.settings import load_settings
+from swansphere.cli import main
+from swansphere.client import (
+    AsyncSwanSphereClient,
+    SwanSphereClient,
+    pack_audio,
+    unpack_audio,
+    unpack_frames,
+)
+from swansphere.errors import InputError
+from swansphere.v1 import swansphere_pb2 as pb
+from swansphere.v1 import swansphere_pb2_grpc as pb_grpc
+from swansphere.video import write_video
+
+PATCH = 8192
+RATE = 44100
+
+
+def expected_audio(seed: int, patch_index: int, samples: int) -> np.ndarray:
+    return np.random.default_rng([seed, patch_index]).uniform(-1, 1, (4, samples)).astype(np.float32)
+
+
+def expected_clip(seed: int, total: int) -> np.ndarray:
+    patches = math.ceil(total / PATCH)
+    return np.concatenate(
+        [expected_audio(seed, t, min(PATCH, total - t * PATCH)) for t in range(patches)], -1
+    )
+
+
+class FakeGateway(pb_grpc.SwanSphereServicer):
+    """Collects the frames (checking their 4 fps timestamps), then sends one chunk per patch of the video's
+    (or duration_s's) length, audio drawn from (seed, patch index). config.text steers misbehaviour:
+    "slow" waits 2 s first, "drop-after-first" fails UNAVAILABLE after one chunk, "refuse" is bad input.
+    The first `fail_first` calls fail UNAVAILABLE before anything is sent."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.fail_first = 0
+        self.frames: list[np.ndarray] = []
+
+    def _count_call(self, context: grpc.ServicerContext) -> None:
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.fail_first:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+
+    def _read(self, config: pb.GenerateConfig, videos: list[pb.VideoFrames]) -> int:
+        """Total samples of the stream; keeps the frames for the test to look at."""
+        if config.text == "refuse":
+            raise InputError("text 'refuse' is refused")
+        if config.text == "slow":
+            time.sleep(2.0)
+        frames = []
+        for video in videos:
+            pixels, stamps = unpack_frames(video)
+            expected = (len(frames) + np.arange(len(pixels))) / 4
+            if not np.allclose(stamps, expected):
+                raise InputError(f"timestamps {stamps} are not {expected}")
+            frames += list(pixels)
+        self.frames = frames
+        return round(config.duration_s * RATE) if config.duration_s else len(frames) * RATE // 4
+
+    def Generate(self, request_iterator, context):
+        self._count_call(context)
+        config, videos = None, []
+        for request in request_iterator:
+            kind = request.WhichOneof("kind")
+            if kind == "config":
+                config = request.config
+            elif kind == "video":
+                videos.append(request.video)
+            else:
+                break
+        total = self._read(config, videos)
+        patches = math.ceil(total / PATCH)
+        for t in range(patches):
+            if t == 1 and config.text == "drop-after-first":
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stage restarted")
+            audio = expected_audio(config.seed, t, min(PATCH, total - t * PATCH))
+            chunk = pb.Chunk(patch_index=t, first_sample=t * PATCH, sample_rate=RATE)
+            chunk.MergeFrom(pb.Chunk(**pack_audio(audio, config.output_format)))
+            yield pb.GenerateResponse(chunk=chunk)
+        yield pb.GenerateResponse(summary=self._summary(patches, total))
+
+    def GenerateClip(self, request, context):
+        self._count_call(context)
+        config = request.config
+        total = self._read(config, [request.video] if request.HasField("video") else [])
+        audio = expected_clip(config.seed, total)
+        summary = self._summary(math.ceil(total / PATCH), total)
+        return pb.GenerateClipResponse(
+            sample_rate=RATE, summary=summary, **pack_audio(audio, config.output_format)
+        )
+
+    def _summary(self, chunks: int, samples: int) -> pb.Summary:
+        return pb.Summary(
+            chunks=chunks,
+            samples=samples,
+            time_to_first_chunk_s=0.01,
+            real_time_factor=0.5,
+            model="fake",
+            stream_id=f"stream-{self.calls}",
+        )
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    fake = FakeGateway()
+    built = build_server(
+        load_settings(port=0, max_streams=4),
+        [(pb_grpc.add_SwanSphereServicer_to_server, fake)],
+        ["swansphere.v1.SwanSphere"],
+    )
+    built.server.start()
+    try:
+        yield fake, f"127.0.0.1:{built.port}"
+    finally:
+        built.server.stop(None).wait()
+
+
+@pytest.fixture
+def fake(gateway):
+    fake, _ = gateway
+    fake.calls, fake.fail_first = 0, 0
+    return fake
+
+
+@pytest.fixture
+def target(gateway):
+    return gateway[1]
+
+
+def video(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, 8, 16, 3), dtype=np.uint8)
+
+
+def test_generate_streams_chunks_in_order_and_the_frames_arrive_intact(fake, target):
+    frames = video(10)
+    with SwanSphereClient(target, timeout_s=10) as client:
+        generation = client.generate(frames, text="a bell", seed=5, frames_per_message=3)
+        chunks = list(generation)
+    total = 10 * RATE // 4
+    assert [c.patch_index for c in chunks] == list(range(math.ceil(total / PATCH)))
+    assert [c.first_sample for c in chunks] == [t * PATCH for t in range(len(chunks))]
+    assert all(
+        c.audio.shape[0] == 4 and c.audio.dtype == np.float32 and c.sample_rate == RATE for c in chunks
+    )
+    np.testing.assert_array_equal(np.concatenate([c.audio for c in chunks], -1), expected_clip(5, total))
+    np.testing.assert_array_equal(np.stack(fake.frames), frames)
+    assert generation.summary.chunks == len(chunks) and generation.summary.samples == total
+    assert generation.summary.model == "fake" and generation.summary.stream_id == "stream-1"
+
+
+def test_pcm16_output_decodes_to_the_quantised_float_audio(fake, target):
+    with SwanSphereClient(target, timeout_s=10) as client:
+        chunks = list(client.generate(text="rain", seed=2, duration_s=0.5, output_format="pcm16"))
+    audio = np.concatenate([c.audio for c in chunks], -1)
+    reference = expected_clip(2, RATE // 2)
+    assert audio.dtype == np.float32 and audio.shape == reference.shape
+    np.testing.assert_allclose(audio, np.round(reference * 32767) / 32767, atol=1e-7)
+    assert np.abs(audio - reference).max() <= 0.5 / 32767 + 1e-7
+
+
+def test_audio_codec_round_trips_and_rejects_wrong_sizes():
+    audio = expected_audio(0, 0, 100)
+    for output_format in (pb.OUTPUT_FORMAT_FLOAT32, pb.OUTPUT_FORMAT_UNSPECIFIED):
+        np.testing.assert_array_equal(unpack_audio(pb.Chunk(**pack_audio(audio, output_format))), audio)
+    fields = pack_audio(audio, pb.OUTPUT_FORMAT_FLOAT32)
+    interleaved = np.frombuffer(fields["float32_le"], "<f4")
+    np.testing.assert_array_equal(interleaved[:4], audio[:, 0])  # sample-major: W Y Z X of sample 0 first
+    with pytest.raises(RuntimeError, match="bytes for 4 channels x 101 samples"):
+        unpack_audio(pb.Chunk(**{**fields, "samples": 101}))
+
+
+def test_generate_clip_returns_the_whole_clip(fake, target):
+    with SwanSphereClient(target, timeout_s=10) as client:
+        audio, summary = client.generate_clip(video(6), seed=9)
+    np.testing.assert_array_equal(audio, expected_clip(9, 6 * RATE // 4))
+    assert summary.samples == 6 * RATE // 4 and summary.chunks == math.ceil(summary.samples / PATCH)
+
+
+def test_deadline_exceeded_is_raised_when_the_server_is_too_slow(fake, target):
+    started = time.monotonic()
+    with SwanSphereClient(target, timeout_s=0.3) as client, pytest.raises(grpc.RpcError) as err:
+        list(client.generate(video(4), text="slow"))
+    assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 1.5
+
+
+def test_unary_call_is_retried_while_the_server_is_unavailable(fake, target):
+    fake.fail_first = 2
+    with SwanSphereClient(target, timeout_s=10, retries=3, backoff_s=0.01) as client:
+        audio, _ = client.generate_clip(text="wind", duration_s=0.25, seed=1)
+    assert fake.calls == 3 and audio.shape == (4, RATE // 4)
+
+
+def test_retries_give_up_after_the_last_one(fake, target):
+    fake.fail_first = 5
+    client = SwanSphereClient(target, timeout_s=10, retries=1, backoff_s=0.01)
+    with client, pytest.raises(grpc.RpcError) as err:
+        client.generate_clip(text="wind", duration_s=0.25)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE and fake.calls == 2
+
+
+def test_a_stream_is_retried_only_before_its_first_chunk(fake, target):
+    fake.fail_first = 1
+    with SwanSphereClient(target, timeout_s=10, retries=2, backoff_s=0.01) as client:
+        assert len(list(client.generate(video(4)))) == math.ceil(RATE / PATCH)
+        assert fake.calls == 2
+        received = []
+        with pytest.raises(grpc.RpcError) as err:
+            for chunk in client.generate(video(4), text="drop-after-first"):
+                received.append(chunk.patch_index)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert received == [0] and fake.calls == 3
+
+
+def test_bad_input_is_refused_before_sending(target):
+    with SwanSphereClient(target) as client:
+        with pytest.raises(InputError, match="not equirectangular"):
+            client.generate(np.zeros((2, 8, 8, 3), np.uint8))
+        with pytest.raises(InputError, match="not both or neither"):
+            client.generate(text="a dog")
+        with pytest.raises(InputError, match="output_format"):
+            client.generate_clip(text="a dog", duration_s=1.0, output_format="mp3")
+
+
+def test_async_client_streams_and_fetches_clips(fake, target):
+    async def run() -> tuple[list, object, np.ndarray]:
+        async with AsyncSwanSphereClient(target, timeout_s=10, backoff_s=0.01) as client:
+            generation = client.generate(video(8), seed=4, output_format="pcm16")
+            chunks = [chunk async for chunk in generation]
+            fake.fail_first = fake.calls + 1
+            audio, _ = await client.generate_clip(text="a bell", duration_s=0.25, seed=4)
+            return chunks, generation.summary, audio
+
+    chunks, summary, audio = asyncio.run(run())
+    assert [c.patch_index for c in chunks] == list(range(summary.chunks))
+    total = 8 * RATE // 4
+    np.testing.assert_allclose(
+        np.concatenate([c.audio for c in chunks], -1), expected_clip(4, total), atol=1e-4
+    )
+    np.testing.assert_array_equal(audio, expected_clip(4, RATE // 4))
+    assert fake.calls == 3, "the clip call was retried once"
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_video(path, video(8))
+    return str(path)
+
+
+def test_cli_writes_the_streamed_foa_wav(fake, target, clip_file, tmp_path, capsys):
+    out = tmp_path / "out.wav"
+    assert main(["client", "--target", target, "--video", clip_file, "--out", str(out), "--seed", "3"]) == 0
+    audio, rate = sf.read(str(out), dtype="float32", always_2d=True)
+    assert rate == RATE and sf.info(str(out)).subtype == "FLOAT"
+    np.testing.assert_array_equal(audio.T, expected_clip(3, 2 * RATE))
+    assert capsys.readouterr().out.startswith(
+        f"wrote {out}: 2.00 s of 4-channel AmbiX at 44100 Hz (11 chunks"
+    )
+
+
+def test_cli_pcm16_cut_video_and_json_summary(fake, target, clip_file, tmp_path, capsys):
+    out = tmp_path / "out16.wav"
+    arguments = ["client", "--target", target, "--video", clip_file, "--out", str(out), "--pcm16"]
+    assert main([*arguments, "--seconds", "1", "--json"]) == 0
+    pcm, _ = sf.read(str(out), dtype="int16", always_2d=True)
+    assert sf.info(str(out)).subtype == "PCM_16"
+    np.testing.assert_array_equal(pcm.T, np.round(expected_clip(0, RATE) * 32767).astype(np.int16))
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["seconds"] == 1.0 and summary["chunks"] == 6 and summary["target"] == target
+
+
+def test_cli_text_only_needs_seconds_and_gets_exit_code_2(capsys, tmp_path):
+    assert (
+        main(["client", "--target", "127.0.0.1:1", "--text", "a dog", "--out", str(tmp_path / "o.wav")]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "swansphere client: error: give --video, or --text with --seconds for text-only generation\n"
+    )
+
+
+def test_cli_invalid_argument_from_the_gateway_is_exit_code_2(fake, target, tmp_path, capsys):
+    out = tmp_path / "refused.wav"
+    code = main(["client", "--target", target, "--text", "refuse", "--seconds", "1", "--out", str(out)])
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err == "swansphere client: error: INVALID_ARGUMENT: text 'refuse' is refused\n"
+
+
+def test_cli_unreachable_gateway_is_exit_code_1(closed_port, tmp_path, capsys):
+    arguments = ["client", "--target", f"127.0.0.1:{closed_port}", "--text", "x", "--seconds", "1"]
+    assert main([*arguments, "--retries", "0", "--out", str(tmp_path / "o.wav")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("swansphere client: error: UNAVAILABLE: ") and error.count("\n") == 1
+
+
+def write_certificate(
+    directory: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """NAME.pem and NAME.key: a CA when `issuer` is None, else a leaf for 127.0.0.1 signed by it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+    certificate = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return certificate, key
+
+
+def test_mutual_tls_between_the_sdk_and_a_service(tmp_path):
+    ca = write_certificate(tmp_path, "ca")
+    write_certificate(tmp_path, "server", ca)
+    write_certificate(tmp_path, "client", ca)
+    settings = load_settings(
+        port=0, tls_cert=tmp_path / "server.pem", tls_key=tmp_path / "server.key", tls_ca=tmp_path / "ca.pem"
+    )
+    built = build_server(settings, [(pb_grpc.add_SwanSphereServicer_to_server, FakeGateway())], [])
+    built.server.start()
+    target = f"127.0.0.1:{built.port}"
+    try:
+        certificates = {"tls_cert": tmp_path / "client.pem", "tls_key": tmp_path / "client.key"}
+        with SwanSphereClient(target, timeout_s=10, tls_ca=tmp_path / "ca.pem", **certificates) as client:
+            audio, _ = client.generate_clip(text="a bell", duration_s=0.25)
+        assert audio.shape == (4, RATE // 4)
+        anonymous = SwanSphereClient(target, timeout_s=5, retries=0, tls_ca=tmp_path / "ca.pem")
+        with anonymous, pytest.raises(grpc.RpcError) as refused:
+            anonymous.generate_clip(text="a bell", duration_s=0.25)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        built.server.stop(None).wait()
