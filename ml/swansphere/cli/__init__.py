@@ -35,17 +35,21 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or only `only`: each subcommand module imports what it runs
+    (torch, transformers, grpc), so `swansphere client` need not load the model code."""
     parser = OneLineParser(prog="swansphere", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"swansphere {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for name in SUBCOMMANDS:
+    for name in [only] if only in SUBCOMMANDS else SUBCOMMANDS:
         importlib.import_module(f"swansphere.cli.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(build_parser().parse_args(argv), "swansphere")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return dispatch(build_parser(command).parse_args(argv), "swansphere")
 
 
 def dispatch(args: argparse.Namespace, prog: str) -> int:
