@@ -52,6 +52,7 @@ def gateway(model):
     server.start()
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
+    servicer.pipeline = pipeline  # for tests that look at the stages' work
     yield f"127.0.0.1:{port}", servicer
     stop.set()
     server.stop(0).wait()
@@ -139,3 +140,22 @@ def test_streams_beyond_the_limit_are_resource_exhausted(gateway, frames):
     finally:
         for _ in range(servicer.max_streams):
             servicer._slots.release()
+
+
+def test_a_cancelled_stream_stops_using_compute_within_a_patch(gateway, model):
+    address, servicer = gateway
+    frames = (np.random.default_rng(3).random((40, 32, 64, 3)) * 255).astype(np.uint8)
+    locdit = servicer.pipeline.stages["locdit"]
+    with SwanSphereClient(address, timeout_s=60) as client:
+        iterator = iter(client.generate(frames, steps=STEPS, frames_per_message=40))
+        next(iterator)
+        iterator.close()  # cancels the call
+    for _ in range(100):
+        if servicer.active_streams == 0:
+            break
+        threading.Event().wait(0.05)
+    assert servicer.active_streams == 0
+    threading.Event().wait(0.2)  # the patch in flight, if any, finishes
+    spent = locdit.seconds["locdit"]
+    threading.Event().wait(0.5)
+    assert locdit.seconds["locdit"] == spent, "LocDiT kept working on a cancelled stream"
