@@ -260,6 +260,8 @@ class _Settings:
     timeout_s: float | None
     retries: int
     backoff_s: float
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Sent with every call: the gateway's bearer token, when one is given."""
 
 
 class Generation:
@@ -281,7 +283,9 @@ class Generation:
     def __iter__(self) -> Iterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
         while True:
-            call = self._stub.Generate(self._requests(), timeout=attempts.timeout())
+            call = self._stub.Generate(
+                self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
+            )
             received = 0
             try:
                 for response in call:
@@ -318,7 +322,9 @@ class AsyncGeneration:
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
         while True:
-            call = self._stub.Generate(self._requests(), timeout=attempts.timeout())
+            call = self._stub.Generate(
+                self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
+            )
             received = 0
             try:
                 async for response in call:
@@ -351,13 +357,17 @@ class _ClientBase:
         tls_ca: Path | None,
         tls_cert: Path | None,
         tls_key: Path | None,
+        token: str | None = None,
     ):
         if timeout_s is not None and timeout_s <= 0:
             raise InputError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0 or backoff_s < 0:
             raise InputError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
         self.target = target
-        self.settings = _Settings(timeout_s, retries, backoff_s)
+        if token is not None and (not token or any(c.isspace() for c in token)):
+            raise InputError("token must be a non-empty string without whitespace")
+        metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+        self.settings = _Settings(timeout_s, retries, backoff_s, metadata)
         self.credentials = _credentials(tls, tls_ca, tls_cert, tls_key)
 
     def _request_factory(
@@ -410,8 +420,10 @@ class SwanSphereClient(_ClientBase):
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        token: str | None = None,
     ):
-        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key)
+        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS on the server), if it wants one."""
+        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key, token)
         options = _channel_options()
         self.channel = (
             grpc.secure_channel(target, self.credentials, options=options)
@@ -455,7 +467,9 @@ class SwanSphereClient(_ClientBase):
         attempts = _Attempts(self.settings.timeout_s, self.settings.retries, self.settings.backoff_s)
         while True:
             try:
-                response = self.stub.GenerateClip(request, timeout=attempts.timeout())
+                response = self.stub.GenerateClip(
+                    request, timeout=attempts.timeout(), metadata=self.settings.metadata
+                )
                 return unpack_audio(response), Summary.from_proto(response.summary)
             except grpc.RpcError as err:
                 wait = attempts.next_wait(err)
@@ -486,8 +500,10 @@ class AsyncSwanSphereClient(_ClientBase):
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        token: str | None = None,
     ):
-        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key)
+        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS on the server), if it wants one."""
+        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key, token)
         options = _channel_options()
         self.channel = (
             grpc.aio.secure_channel(target, self.credentials, options=options)
@@ -530,7 +546,9 @@ class AsyncSwanSphereClient(_ClientBase):
         attempts = _Attempts(self.settings.timeout_s, self.settings.retries, self.settings.backoff_s)
         while True:
             try:
-                response = await self.stub.GenerateClip(request, timeout=attempts.timeout())
+                response = await self.stub.GenerateClip(
+                    request, timeout=attempts.timeout(), metadata=self.settings.metadata
+                )
                 return unpack_audio(response), Summary.from_proto(response.summary)
             except grpc.RpcError as err:
                 wait = attempts.next_wait(err)

@@ -78,13 +78,17 @@ def server_options() -> list[tuple[str, int]]:
 
 
 def build_server(
-    settings: ServiceSettings, servicers: Sequence[tuple[AddServicer, Any]], service_names: Sequence[str]
+    settings: ServiceSettings,
+    servicers: Sequence[tuple[AddServicer, Any]],
+    service_names: Sequence[str],
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> BuiltServer:
     """A sync gRPC server on settings.host:port (TLS when tls_cert/tls_key are set, mutual with tls_ca)
-    serving `servicers`, health and reflection; calls to `service_names` are counted and errors logged."""
+    serving `servicers`, health and reflection; calls to `service_names` are counted and errors logged.
+    `interceptors` (e.g. token auth) run after the counting one, so refused calls are counted too."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.max_streams + EXTRA_WORKERS, thread_name_prefix="grpc"),
-        interceptors=[CountingInterceptor(service_names)],
+        interceptors=[CountingInterceptor(service_names), *interceptors],
         options=server_options(),
     )
     for add, servicer in servicers:

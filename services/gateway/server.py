@@ -8,12 +8,14 @@ Generate answers UNAVAILABLE until they recover).
 
 import logging
 import threading
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
 
 from services.common.admin import AdminServicer
+from services.common.auth import TokenAuthInterceptor, read_tokens
 from services.common.logging import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.server import build_server, serve_forever
@@ -37,6 +39,8 @@ class GatewaySettings(ServiceSettings):
     """Comma-separated HOST:PORT of the four stage services, whose health the gateway follows."""
     stall_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     """A stream with no chunk for this long (while it has input) ends with UNAVAILABLE, retryable."""
+    auth_tokens_file: Path | None = None
+    """Bearer tokens the public API accepts, one per line (a mounted Secret); unset = no auth."""
 
 
 class PipelineHealth:
@@ -99,6 +103,10 @@ def main() -> None:
         lambda: 0,
         lambda: servicer.active_streams,
     )
+    interceptors = []
+    if settings.auth_tokens_file is not None:
+        tokens = read_tokens(settings.auth_tokens_file)
+        interceptors.append(TokenAuthInterceptor(tokens, ["swansphere.v1.SwanSphere", "swansphere.v1.Admin"]))
     built = build_server(
         settings,
         [
@@ -106,6 +114,7 @@ def main() -> None:
             (stages_pb2_grpc.add_AdminServicer_to_server, admin),
         ],
         ["swansphere.v1.SwanSphere", "swansphere.v1.Admin"],
+        interceptors,
     )
     if settings.metrics_port is not None:
         start_metrics_server(settings.metrics_port, settings.host)

@@ -1,6 +1,7 @@
 """`swansphere client`: stream a video to a running gateway and write the FOA as it arrives (DESIGN §5)."""
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        token=os.environ.get("SWANSPHERE_TOKEN") or None,
     )
     with client:
         generation = client.generate(
