@@ -130,8 +130,9 @@ class Supervisor:
                     log.warning("%s exited with %s: restarting", name, process.returncode)
                     time.sleep(RESTART_BACKOFF_S)
                     self._spawn(name, *self.commands[name])
-            if self.triton is not None and not self.triton.alive() and not self.stopping:
+            if self.triton is not None and not self.triton.running and not self.stopping:
                 log.warning("triton exited: restarting")
+                self.triton.stop()
                 self.triton.start()
                 _write_pid(self.run_dir, "triton", self.triton.pid)
             time.sleep(0.5)

@@ -18,7 +18,8 @@ from services.common.server import AddServicer, build_server, serve_forever
 from services.common.settings import ServiceSettings, load_settings
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import build_stages
-from swansphere.serving.triton_backend import TritonBackend, read_repository_config
+from swansphere.serving.triton_backend import TritonBackend
+from swansphere.serving.triton_export import read_repository_config
 from swansphere.serving.worker import StageWorker
 from swansphere.v1 import stages_pb2_grpc
 

@@ -24,7 +24,7 @@ from services.gateway.events import BackgroundEvents
 from services.gateway.servicer import GatewayServicer
 from swansphere.serving.kafka_log import EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
-from swansphere.serving.triton_backend import read_repository_config
+from swansphere.serving.triton_export import read_repository_config
 from swansphere.v1 import stages_pb2_grpc, swansphere_pb2_grpc
 
 log = logging.getLogger(__name__)

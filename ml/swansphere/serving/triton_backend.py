@@ -1,0 +1,172 @@
+"""`Backend` over Triton's gRPC API (service mode, DESIGN §2): the same arrays as `TorchBackend`, sent to
+the models `swansphere export` wrote (`triton_export` lists the tensors).
+
+LocDiT and the decoder send a stage's whole batch as one request with a batch dimension (split into
+requests of at most the model's max_batch_size rows). Triton's dynamic batcher then merges the
+requests of all callers (stage workers, pods) that arrive within 2 ms, and the model groups their
+rows by solver settings (LocDiT) or window length (decoder), so patches of many streams share one
+batched call while each caller still makes one round trip per stage batch.
+
+Errors: "LM_STATE_LOST:" -> LMStateLostError (the stage replays the stream); INVALID_ARGUMENT ->
+InputError (the stream fails); anything else (unreachable, model not loaded, deadline, a failure
+inside the model) -> TritonUnavailableError, which is not an InputError, so stage workers leave the
+batch for redelivery and back off.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from swansphere.errors import InputError
+from swansphere.models.sampler import Guidance
+from swansphere.models.swansphere import SwanSphereConfig
+from swansphere.serving.backend import LMStateLostError
+from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
+from swansphere.serving.triton_export import LM_STATE_LOST
+
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+"""tritonclient's message limits, and reconnect backoff capped at 2 s (gRPC's default grows to 120 s):
+after Triton restarts, calls and health checks find it again within seconds."""
+
+
+class TritonUnavailableError(RuntimeError):
+    """Triton could not answer now (unreachable, model not ready, deadline passed, model failure):
+    retryable, unlike bad input."""
+
+
+class TritonBackend:
+    """The four stage models of one Triton server; thread-safe (one gRPC channel)."""
+
+    def __init__(self, url: str, config: SwanSphereConfig, timeout_s: float = 30.0):
+        self.url = url
+        self.config = config
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self._max_batch: dict[str, int] = {}
+
+    def ready(self, timeout_s: float = 2.0) -> bool:
+        """Server live and all four models ready (for the services' health checks)."""
+        try:
+            return self._client.is_server_live(client_timeout=timeout_s) and all(
+                self._client.is_model_ready(name, client_timeout=timeout_s) for name in STAGES
+            )
+        except InferenceServerException:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+    def video_encoder(self, frames: np.ndarray) -> np.ndarray:
+        return self._infer(VIDEO_ENCODER, {"FRAMES": _f32(frames)}, "TOKENS")
+
+    def spatial_lm(
+        self,
+        stream_id: str,
+        first_patch: int,
+        video: np.ndarray | None,
+        previous: np.ndarray,
+        text: str | None,
+    ) -> np.ndarray:
+        inputs = {
+            "STREAM_ID": _bytes(stream_id),
+            "FIRST_PATCH": np.array([first_patch], np.int64),
+            "HAS_VIDEO": np.array([video is not None]),
+            "PREVIOUS": _f32(previous),
+            "HAS_TEXT": np.array([text is not None]),
+        }
+        if video is not None:
+            inputs["VIDEO"] = _f32(video)
+        if text is not None:
+            inputs["TEXT"] = _bytes(text)
+        return self._infer(SPATIAL_LM, inputs, "H")
+
+    def end_stream(self, stream_id: str) -> None:
+        self._infer(SPATIAL_LM, {"STREAM_ID": _bytes(stream_id), "END": np.array([True])}, "H")
+
+    def locdit(
+        self,
+        h: np.ndarray,
+        context: np.ndarray,
+        seeds: Sequence[int],
+        patches: Sequence[int],
+        steps: int,
+        guidance: Guidance,
+    ) -> np.ndarray:
+        if not len(h) == len(context) == len(seeds) == len(patches):
+            raise InputError(
+                f"locdit: batch sizes differ (h {len(h)}, context {len(context)}, "
+                f"seeds {len(seeds)}, patches {len(patches)})"
+            )
+        B = len(h)
+        rows = {
+            "H": _f32(h),
+            "CONTEXT": _f32(context),
+            "SEED": np.asarray(seeds, np.int64).reshape(B, 1),
+            "PATCH": np.asarray(patches, np.int64).reshape(B, 1),
+            "STEPS": np.full((B, 1), steps, np.int32),
+            "GUIDANCE": np.tile(np.array([guidance.h_weight, guidance.context_weight], np.float32), (B, 1)),
+        }
+        return self._batched(LOCDIT, rows, "Z")
+
+    def vae_decoder(self, windows: np.ndarray) -> np.ndarray:
+        return self._batched(VAE_DECODER, {"WINDOW": _f32(windows)}, "AUDIO")
+
+    def _batched(self, model: str, rows: dict[str, np.ndarray], output: str) -> np.ndarray:
+        """Requests of at most the model's max_batch_size rows, results concatenated in order."""
+        size = self._model_max_batch(model)
+        total = len(next(iter(rows.values())))
+        parts = [
+            self._infer(model, {name: array[start : start + size] for name, array in rows.items()}, output)
+            for start in range(0, total, size)
+        ]
+        return np.concatenate(parts)
+
+    def _model_max_batch(self, model: str) -> int:
+        if model not in self._max_batch:
+            try:
+                config = self._client.get_model_config(model, client_timeout=self.timeout_s).config
+            except InferenceServerException as err:
+                raise self._translate(model, err) from None
+            self._max_batch[model] = config.max_batch_size
+        return self._max_batch[model]
+
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
+        inputs = []
+        for name, array in arrays.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            result = self._client.infer(
+                model,
+                inputs,
+                outputs=[grpcclient.InferRequestedOutput(output)],
+                client_timeout=self.timeout_s,
+            )
+        except InferenceServerException as err:
+            raise self._translate(model, err) from None
+        return result.as_numpy(output)
+
+    def _translate(self, model: str, err: InferenceServerException) -> Exception:
+        message = err.message() or str(err)
+        if message.startswith(LM_STATE_LOST):
+            return LMStateLostError(message.removeprefix(LM_STATE_LOST).strip())
+        if err.status() == "StatusCode.INVALID_ARGUMENT":
+            return InputError(f"{model}: {message}")
+        return TritonUnavailableError(f"triton {self.url} {model}: {err.status()}: {message}")
+
+
+def _f32(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _bytes(text: str) -> np.ndarray:
+    return np.array([text.encode()], dtype=np.object_)

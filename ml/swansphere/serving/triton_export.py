@@ -1,0 +1,211 @@
+"""The Triton model repository of one checkpoint (DESIGN §2): written by `swansphere export`, served by
+Triton's python backend (`triton_model.py`), called by `triton_backend.TritonBackend`.
+
+Layout (a local folder, e.g. `deploy/triton/models`)::
+
+    OUT/swansphere.json            the checkpoint's config, its sha256 and source (read_repository_config)
+    OUT/checkpoint.safetensors     the checkpoint, once for all four models
+    OUT/<stage>/config.pbtxt       stage = video_encoder | spatial_lm | locdit | vae_decoder
+    OUT/<stage>/1/model.py         a copy of triton_model.py (the glue; the modules come from the
+                                   installed `swansphere` package)
+
+Each config names its stage, the checkpoint (relative to the repository root) and the checkpoint's
+sha256 in `parameters`; a model refuses to load when the file's hash differs.
+
+Tensors mirror `backend.Backend` one to one:
+
+- video_encoder: FRAMES FP32 [-1, 3, h, w] (a stream's whole prefix) -> TOKENS FP32 [-1, Dv]; no
+  batching across requests (each is one stream's prefix), `instances` copies.
+- spatial_lm: STREAM_ID BYTES [1], FIRST_PATCH INT64 [1], HAS_VIDEO BOOL [1] + VIDEO FP32 [-1, P, Dv],
+  PREVIOUS FP32 [-1, D, P], HAS_TEXT BOOL [1] + TEXT BYTES [1] -> H FP32 [-1, C]; END BOOL [1] true
+  frees the stream's state and returns an empty H. Everything but STREAM_ID is optional to Triton
+  (an END request carries nothing else); the model checks what a step needs and answers bad input with
+  INVALID_ARGUMENT.
+- locdit: dynamic batching up to `max_batch` rows: H FP32 [C], CONTEXT FP32 [D, context_frames],
+  SEED INT64 [1], PATCH INT64 [1], STEPS INT32 [1], GUIDANCE FP32 [2] (h, context weight) ->
+  Z FP32 [D, P]. The model groups the rows of all requests of a batch by (steps, guidance) and runs
+  each group as one batched call, so patches of many streams and callers share the solver.
+- vae_decoder: dynamic batching: WINDOW FP32 [D, -1] -> AUDIO FP32 [4, P·hop], grouped by window length.
+
+Why the spatial LM's state lives in the LM model instance: Triton's implicit sequence state does not
+exist for the python backend (DESIGN §7), so the model keeps its per-stream KV caches itself
+(`backend.LMStates`), in ONE instance so every request of a stream finds them. Nothing is lost for
+good when that state goes (restart, eviction, a request that reaches another pod): the model answers
+"LM_STATE_LOST: ...", the client raises `LMStateLostError`, and `stages.SpatialLMStage` replays the
+stream from patch 0 with the inputs it stored. Scaling out routes a stream to one Triton pod by
+stream id; a stream that lands elsewhere is only slower (one replay), never wrong.
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from swansphere import storage
+from swansphere.checkpoint import read_metadata
+from swansphere.errors import InputError
+from swansphere.models.config_io import config_from_dict, config_to_dict
+from swansphere.models.swansphere import SwanSphereConfig
+from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CONFIG_FILE = "swansphere.json"
+VERSION = "1"
+LM_STATE_LOST = "LM_STATE_LOST:"
+"""Prefix of the spatial_lm error that means "replay this stream from patch 0"."""
+KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+MAX_QUEUE_DELAY_US = 2000
+"""How long the dynamic batcher waits for more rows: 2 ms, about 1% of a 186 ms patch."""
+_MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
+_HASH_BLOCK = 1 << 20
+
+
+def export_repository(
+    checkpoint_uri: str | Path,
+    out_dir: str | Path,
+    max_batch: int = 16,
+    instances: int = 1,
+    kind: str = "cpu",
+) -> dict[str, Any]:
+    """Write the four-model repository of a checkpoint (local path or s3:// URI) into `out_dir`;
+    returns a summary (paths, sha256, settings). Existing files of the same names are replaced."""
+    if max_batch < 1:
+        raise InputError(f"max batch must be >= 1, got {max_batch}")
+    if instances < 1:
+        raise InputError(f"instances must be >= 1, got {instances}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    data = storage.read_bytes(checkpoint_uri)
+    metadata = read_metadata(data, checkpoint_uri)
+    try:
+        config = config_from_dict(SwanSphereConfig, json.loads(metadata["config"]))
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputError(f"{checkpoint_uri}: damaged checkpoint config ({err})") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    out = Path(out_dir)
+    _write(out / CHECKPOINT_FILE, data)
+    summary = {"config": config_to_dict(config), "checkpoint_sha256": sha256, "source": str(checkpoint_uri)}
+    _write(out / CONFIG_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    for stage in STAGES:
+        text = model_config(stage, config, sha256, max_batch, instances, kind)
+        _write(out / stage / "config.pbtxt", text.encode())
+        (out / stage / VERSION).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_MODEL_SOURCE, out / stage / VERSION / "model.py")
+    return {
+        "repository": str(out),
+        "models": list(STAGES),
+        "checkpoint": str(out / CHECKPOINT_FILE),
+        "checkpoint_sha256": sha256,
+        "source": str(checkpoint_uri),
+        "max_batch": max_batch,
+        "instances": instances,
+        "kind": kind,
+    }
+
+
+def model_config(
+    stage: str, config: SwanSphereConfig, sha256: str, max_batch: int, instances: int, kind: str
+) -> str:
+    """config.pbtxt of one stage (see the module docstring for the tensors)."""
+    P, D = config.patch_frames, config.vae.latent_dim
+    Dv, C = config.svac.proj_dim, config.lm.d_model
+    h, w = config.svac.video.frame_size
+    if stage == VIDEO_ENCODER:
+        batch = 0
+        inputs = [_tensor("FRAMES", "FP32", [-1, 3, h, w])]
+        outputs = [_tensor("TOKENS", "FP32", [-1, Dv])]
+    elif stage == SPATIAL_LM:
+        batch, instances = 0, 1
+        inputs = [_tensor("STREAM_ID", "STRING", [1])] + [
+            _tensor(name, dtype, dims, optional=True)
+            for name, dtype, dims in (
+                ("FIRST_PATCH", "INT64", [1]),
+                ("HAS_VIDEO", "BOOL", [1]),
+                ("VIDEO", "FP32", [-1, P, Dv]),
+                ("PREVIOUS", "FP32", [-1, D, P]),
+                ("HAS_TEXT", "BOOL", [1]),
+                ("TEXT", "STRING", [1]),
+                ("END", "BOOL", [1]),
+            )
+        ]
+        outputs = [_tensor("H", "FP32", [-1, C])]
+    elif stage == LOCDIT:
+        batch = max_batch
+        inputs = [
+            _tensor("H", "FP32", [C]),
+            _tensor("CONTEXT", "FP32", [D, config.locdit.context_frames]),
+            _tensor("SEED", "INT64", [1]),
+            _tensor("PATCH", "INT64", [1]),
+            _tensor("STEPS", "INT32", [1]),
+            _tensor("GUIDANCE", "FP32", [2]),
+        ]
+        outputs = [_tensor("Z", "FP32", [D, P])]
+    elif stage == VAE_DECODER:
+        batch = max_batch
+        inputs = [_tensor("WINDOW", "FP32", [D, -1])]
+        outputs = [_tensor("AUDIO", "FP32", [4, config.patch_samples])]
+    else:
+        raise InputError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    parameters = {"stage": stage, "checkpoint": CHECKPOINT_FILE, "checkpoint_sha256": sha256}
+    lines = [
+        f'name: "{stage}"',
+        'backend: "python"',
+        f"max_batch_size: {batch}",
+        "input [",
+        ",\n".join(inputs),
+        "]",
+        "output [",
+        ",\n".join(outputs),
+        "]",
+        f"instance_group [ {{ count: {instances} kind: {KINDS[kind]} }} ]",
+    ]
+    if batch:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}")
+    lines += [f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}' for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def read_repository_config(repository: str | Path) -> SwanSphereConfig:
+    """The SwanSphereConfig of the checkpoint a repository serves (its swansphere.json); local or s3://."""
+    uri = storage.join(repository, CONFIG_FILE)
+    try:
+        return config_from_dict(SwanSphereConfig, json.loads(storage.read_bytes(uri))["config"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
+
+
+def checkpoint_path(model_dir: str | Path, parameter: str) -> Path:
+    """Where a model's `checkpoint` parameter points: relative paths start at the repository root
+    (the model folder's parent), absolute ones are taken as they are."""
+    path = Path(parameter)
+    return path if path.is_absolute() else Path(model_dir).parent / path
+
+
+def verify_checkpoint(path: str | Path, sha256: str) -> None:
+    """Refuse a checkpoint whose sha256 is not the one the repository was exported with."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(_HASH_BLOCK):
+                digest.update(block)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read checkpoint ({err.strerror})") from None
+    if digest.hexdigest() != sha256:
+        raise InputError(
+            f"{path}: checkpoint sha256 {digest.hexdigest()} differs from the exported {sha256}; "
+            "refusing to load (re-run `swansphere export`)"
+        )
+
+
+def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> str:
+    extra = " optional: true" if optional else ""
+    return f'  {{ name: "{name}" data_type: TYPE_{dtype} dims: {dims}{extra} }}'
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write ({err.strerror})") from None

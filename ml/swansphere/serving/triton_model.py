@@ -1,0 +1,191 @@
+"""Triton python-backend model of one SwanSphere stage; `swansphere export` copies this file to
+`<stage>/1/model.py` of the repository (see `triton_export` for the tensors and the state design).
+
+Every stage runs `backend.TorchBackend`, the same code as embedded mode, so Triton and embedded mode
+compute the same numbers; this file only converts Triton requests to and from its arrays. The stage
+comes from the config's `stage` parameter, the checkpoint from `checkpoint` (verified against
+`checkpoint_sha256` before loading). A GPU instance (KIND_GPU) runs on its own CUDA device.
+
+Only importable inside Triton's python backend stub (it provides `triton_python_backend_utils`).
+"""
+# ruff: noqa: E402  (third-party imports must follow _use_pythonpath)
+
+import os
+import site
+import sys
+
+
+def _use_pythonpath() -> None:
+    """The backend stub starts its interpreter isolated and ignores PYTHONPATH; honour it here (with
+    the entries' .pth files, e.g. an editable install), so the stub imports the packages of the
+    environment the server was started from (`tritonserver.TritonServer` sets it) before any other."""
+    entries = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    sys.path[:0] = [entry for entry in entries if entry not in sys.path]
+    for entry in entries:
+        site.addsitedir(entry)
+
+
+_use_pythonpath()
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from swansphere.checkpoint import load_checkpoint
+from swansphere.errors import InputError
+from swansphere.models.sampler import Guidance
+from swansphere.serving.backend import LMStateLostError, TorchBackend
+from swansphere.serving.stages import LOCDIT, MAX_STEPS, SPATIAL_LM, VAE_DECODER, VIDEO_ENCODER
+from swansphere.serving.triton_export import LM_STATE_LOST, checkpoint_path, verify_checkpoint
+
+LOCDIT_INPUTS = ("H", "CONTEXT", "SEED", "PATCH", "STEPS", "GUIDANCE")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        values = {key: value["string_value"] for key, value in parameters.items()}
+        self.stage = values["stage"]
+        handlers = {
+            VIDEO_ENCODER: self._video_encoder,
+            SPATIAL_LM: self._spatial_lm,
+            LOCDIT: self._locdit,
+            VAE_DECODER: self._vae_decoder,
+        }
+        if self.stage not in handlers:
+            raise InputError(f"unknown stage {self.stage!r}")
+        self.execute_requests = handlers[self.stage]
+        path = checkpoint_path(Path(args["model_repository"]), values["checkpoint"])
+        verify_checkpoint(path, values["checkpoint_sha256"])
+        gpu = args["model_instance_kind"] == "GPU"
+        device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
+        self.backend = TorchBackend(load_checkpoint(path, device))
+
+    def execute(self, requests: list) -> list:
+        return self.execute_requests(requests)
+
+    def _video_encoder(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            tokens = self.backend.video_encoder(_array(request, "FRAMES"))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", tokens)]))
+        return responses
+
+    def _spatial_lm(self, requests: list) -> list:
+        """One stream step per request; bad input and lost state answer that request only."""
+        responses = []
+        for request in requests:
+            try:
+                h = self._spatial_lm_step(request)
+            except InputError as err:
+                responses.append(_error(err))
+                continue
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("H", h)]))
+        return responses
+
+    def _spatial_lm_step(self, request: object) -> np.ndarray:
+        stream_id = _text(_array(request, "STREAM_ID"))
+        if _flag(request, "END"):
+            self.backend.end_stream(stream_id)
+            return np.zeros((0, self.backend.config.lm.d_model), np.float32)
+        video = _array(request, "VIDEO") if _flag(request, "HAS_VIDEO", required=True) else None
+        text = _text(_array(request, "TEXT")) if _flag(request, "HAS_TEXT", required=True) else None
+        first_patch = int(_array(request, "FIRST_PATCH")[0])
+        if first_patch < 0:
+            raise InputError(f"spatial_lm: FIRST_PATCH must be >= 0, got {first_patch}")
+        return self.backend.spatial_lm(stream_id, first_patch, video, _array(request, "PREVIOUS"), text)
+
+    def _locdit(self, requests: list) -> list:
+        """All rows of all requests, grouped by solver settings: one batched call per group."""
+        responses: list = [None] * len(requests)
+        inputs: dict[int, dict[str, np.ndarray]] = {}
+        groups: dict[tuple[int, float, float], list[tuple[int, int]]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            try:
+                arrays = {name: _array(request, name) for name in LOCDIT_INPUTS}
+                keys = [
+                    _solver(int(steps), float(h_weight), float(context_weight))
+                    for steps, (h_weight, context_weight) in zip(
+                        arrays["STEPS"][:, 0], arrays["GUIDANCE"], strict=True
+                    )
+                ]
+            except InputError as err:
+                responses[i] = _error(err)
+                continue
+            inputs[i] = arrays
+            for row, key in enumerate(keys):
+                groups[key].append((i, row))
+        z = {i: [None] * len(arrays["H"]) for i, arrays in inputs.items()}
+        for (steps, h_weight, context_weight), rows in groups.items():
+            out = self.backend.locdit(
+                np.stack([inputs[i]["H"][row] for i, row in rows]),
+                np.stack([inputs[i]["CONTEXT"][row] for i, row in rows]),
+                [int(inputs[i]["SEED"][row, 0]) for i, row in rows],
+                [int(inputs[i]["PATCH"][row, 0]) for i, row in rows],
+                steps,
+                Guidance(h_weight, context_weight),
+            )
+            for (i, row), z_row in zip(rows, out, strict=True):
+                z[i][row] = z_row
+        for i, rows in z.items():
+            responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor("Z", np.stack(rows))])
+        return responses
+
+    def _vae_decoder(self, requests: list) -> list:
+        """All windows of all requests, grouped by length: one batched decode per length."""
+        windows = [_array(request, "WINDOW") for request in requests]
+        groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for i, batch in enumerate(windows):
+            for row in range(len(batch)):
+                groups[batch.shape[-1]].append((i, row))
+        audio = [[None] * len(batch) for batch in windows]
+        for rows in groups.values():
+            out = self.backend.vae_decoder(np.stack([windows[i][row] for i, row in rows]))
+            for (i, row), chunk in zip(rows, out, strict=True):
+                audio[i][row] = chunk
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("AUDIO", np.stack(rows))]) for rows in audio]
+
+
+def _solver(steps: int, h_weight: float, context_weight: float) -> tuple[int, float, float]:
+    """A row's solver settings, checked as `stages.GenerationSettings` checks them."""
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"locdit: STEPS must be in 1..{MAX_STEPS}, got {steps}")
+    try:
+        Guidance(h_weight, context_weight)
+    except ValueError as err:
+        raise InputError(f"locdit: {err}") from None
+    return steps, h_weight, context_weight
+
+
+def _array(request: object, name: str) -> np.ndarray:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise InputError(f"missing input {name}")
+    return tensor.as_numpy()
+
+
+def _flag(request: object, name: str, required: bool = False) -> bool:
+    if not required and pb_utils.get_input_tensor_by_name(request, name) is None:
+        return False
+    return bool(_array(request, name).reshape(-1)[0])
+
+
+def _text(array: np.ndarray) -> str:
+    value = array.reshape(-1)[0]
+    try:
+        return value.decode() if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise InputError("text inputs must be UTF-8") from None
+
+
+def _error(err: InputError) -> object:
+    """Lost LM state -> "LM_STATE_LOST: ..." (the client replays the stream); other bad input ->
+    INVALID_ARGUMENT (the client raises InputError and the stream fails)."""
+    if isinstance(err, LMStateLostError):
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(f"{LM_STATE_LOST} {err}", pb_utils.TritonError.NOT_FOUND)
+        )
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))

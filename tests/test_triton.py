@@ -1,0 +1,306 @@
+"""Model compute in Triton (DESIGN §2, §7): the exported repository, served by the real tritonserver,
+computes what TorchBackend computes; the spatial LM's per-stream state is lost and replayed cleanly;
+LocDiT and the decoder batch across callers; a tampered checkpoint refuses to load; `swansphere
+export`; and the whole pipeline over Triton equals embedded generation."""
+
+import hashlib
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from swansphere import storage
+from swansphere.checkpoint import load_checkpoint
+from swansphere.cli import main
+from swansphere.engine import GenerationSettings, generate
+from swansphere.errors import InputError
+from swansphere.models.sampler import Guidance
+from swansphere.models.vae import decoder_context_frames
+from swansphere.serving.backend import LMStateLostError, TorchBackend
+from swansphere.serving.embedded import EmbeddedPipeline
+from swansphere.serving.session import StreamSession
+from swansphere.serving.stages import STAGES, StreamSpec
+from swansphere.serving.triton_backend import TritonBackend, TritonUnavailableError
+from swansphere.serving.triton_export import (
+    CHECKPOINT_FILE,
+    export_repository,
+    read_repository_config,
+    verify_checkpoint,
+)
+
+pytestmark = pytest.mark.servers
+TEXT = "a dog barks on the left"
+
+
+@pytest.fixture(scope="module")
+def torch_backend(triton_repository):
+    return TorchBackend(load_checkpoint(triton_repository / CHECKPOINT_FILE))
+
+
+@pytest.fixture(scope="module")
+def triton(triton_server, triton_repository):
+    backend = TritonBackend(triton_server.url, read_repository_config(triton_repository))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def sizes(torch_backend):
+    """P, D, Dv, C, context frames of the tiny model."""
+    c = torch_backend.config
+    return c.patch_frames, c.vae.latent_dim, c.svac.proj_dim, c.lm.d_model, c.locdit.context_frames
+
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(a, b, tolerance=1e-5):
+    assert a.shape == b.shape
+    assert np.max(np.abs(a - b)) <= tolerance
+
+
+def test_server_and_models_are_ready(triton):
+    assert triton.ready()
+
+
+def test_video_encoder_equals_torch(triton, torch_backend):
+    frames = np.random.default_rng(0).random((5, 3, 64, 128)).astype(np.float32)
+    assert_close(triton.video_encoder(frames), torch_backend.video_encoder(frames))
+
+
+def test_spatial_lm_stepping_patch_by_patch_equals_torch(triton, torch_backend, sizes):
+    P, D, Dv, _, _ = sizes
+    rng = np.random.default_rng(1)
+    video, latents = normal(rng, 4, P, Dv), normal(rng, 3, D, P)
+    none = np.zeros((0, D, P), np.float32)
+    results = {}
+    for name, backend in (("triton", triton), ("torch", torch_backend)):
+        hs = [backend.spatial_lm("steps", 0, video[:1], none, TEXT)]
+        hs += [backend.spatial_lm("steps", t, video[t : t + 1], latents[t - 1 : t], TEXT) for t in (1, 2, 3)]
+        # text-only stream (null video), no text either: the null embeddings
+        hs += [backend.spatial_lm("text-only", 0, None, none, None)]
+        hs += [backend.spatial_lm("text-only", 1, None, latents[:1], None)]
+        results[name] = np.concatenate(hs)
+    assert results["triton"].shape == (6, sizes[3])
+    assert_close(results["triton"], results["torch"])
+    triton.end_stream("steps")
+    with pytest.raises(LMStateLostError, match="no state"):
+        triton.spatial_lm("steps", 4, video[:1], latents[:1], TEXT)
+
+
+def test_lost_lm_state_raises_and_a_replay_from_patch_zero_continues(triton, torch_backend, sizes):
+    P, D, Dv, _, _ = sizes
+    rng = np.random.default_rng(2)
+    video, latents = normal(rng, 4, P, Dv), normal(rng, 3, D, P)
+    with pytest.raises(LMStateLostError, match="asked for patch 2"):
+        triton.spatial_lm("unknown", 2, video[2:3], latents[1:2], TEXT)
+    replayed = triton.spatial_lm("unknown", 0, video[:3], latents[:2], TEXT)
+    expected = torch_backend.spatial_lm("unknown", 0, video[:3], latents[:2], TEXT)
+    assert_close(replayed, expected)
+    with pytest.raises(LMStateLostError, match="state at patch 3"):
+        triton.spatial_lm("unknown", 1, video[1:2], latents[:1], TEXT)
+    after = triton.spatial_lm("unknown", 3, video[3:], latents[2:], TEXT)
+    assert_close(after, torch_backend.spatial_lm("unknown", 3, video[3:], latents[2:], TEXT))
+    triton.end_stream("unknown")
+
+
+def test_locdit_and_decoder_equal_torch_beyond_one_max_batch(triton, torch_backend, sizes):
+    P, D, _, C, context_frames = sizes
+    rng = np.random.default_rng(3)
+    B = 11  # the model's max batch is 8: two requests
+    args = (normal(rng, B, C), normal(rng, B, D, context_frames), list(range(B)), [i % 4 for i in range(B)])
+    guidance = Guidance(1.5, 0.5)
+    z = triton.locdit(*args, 3, guidance)
+    assert z.shape == (B, D, P)
+    assert_close(z, torch_backend.locdit(*args, 3, guidance))
+    windows = normal(rng, B, D, decoder_context_frames(torch_backend.config.vae) + P)
+    audio = triton.vae_decoder(windows)
+    assert audio.shape == (B, 4, torch_backend.config.patch_samples)
+    assert_close(audio, torch_backend.vae_decoder(windows))
+
+
+def run_concurrently(jobs):
+    """Runs the callables at once (released together by a barrier); returns their results in order."""
+    barrier, results, errors = threading.Barrier(len(jobs)), [None] * len(jobs), []
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = jobs[i]()
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def locdit_statistics(triton_server, rows):
+    """(rows served, model executions) of locdit once `rows` rows are counted and the counts hold still:
+    Triton counts a request shortly after answering it."""
+    deadline, last = time.monotonic() + 10.0, None
+    with grpcclient.InferenceServerClient(triton_server.url) as client:
+        while time.monotonic() < deadline:
+            stats = client.get_inference_statistics("locdit").model_stats[0]
+            counts = stats.inference_count, stats.execution_count
+            if counts == last and counts[0] >= rows:
+                return counts
+            last = counts
+            time.sleep(0.2)
+    raise AssertionError(f"locdit statistics did not settle: {last}")
+
+
+def test_concurrent_locdit_requests_of_many_streams_share_batches(
+    triton, torch_backend, triton_server, sizes
+):
+    """Single-patch requests of 8 callers, two solver settings: each gets its own patch back, and Triton
+    ran fewer model executions than it served rows (cross-stream batching)."""
+    _, D, _, C, context_frames = sizes
+    rng = np.random.default_rng(4)
+    rows = [
+        (normal(rng, 1, C), normal(rng, 1, D, context_frames), [100 + k], [k], 2 + k % 2) for k in range(8)
+    ]
+    before = locdit_statistics(triton_server, 0)
+    results = run_concurrently([lambda r=r: triton.locdit(*r, Guidance()) for r in rows])
+    after = locdit_statistics(triton_server, before[0] + len(rows))
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    for row, z in zip(rows, results, strict=True):
+        assert_close(z, torch_backend.locdit(*row, Guidance()))
+    assert inferences == 8
+    assert executions < inferences
+
+
+def test_concurrent_decoder_requests_of_different_window_lengths(triton, torch_backend, sizes):
+    P, D, _, _, _ = sizes
+    rng = np.random.default_rng(5)
+    full = decoder_context_frames(torch_backend.config.vae) + P
+    windows = [normal(rng, 2, D, length) for length in (P, full, 2 * P, full)]
+    results = run_concurrently([lambda w=w: triton.vae_decoder(w) for w in windows])
+    for window, audio in zip(windows, results, strict=True):
+        assert_close(audio, torch_backend.vae_decoder(window))
+
+
+def test_bad_input_is_an_input_error(triton, sizes):
+    P, D, Dv, C, context_frames = sizes
+    with pytest.raises(InputError, match="video_encoder"):
+        triton.video_encoder(np.zeros((2, 3, 32, 32), np.float32))
+    with pytest.raises(InputError, match="2 video patches but 1 history inputs"):
+        triton.spatial_lm("bad", 0, np.zeros((2, P, Dv), np.float32), np.zeros((0, D, P), np.float32), None)
+    with pytest.raises(InputError, match="STEPS must be in"):
+        triton.locdit(
+            np.zeros((1, C), np.float32),
+            np.zeros((1, D, context_frames), np.float32),
+            [0],
+            [0],
+            0,
+            Guidance(),
+        )
+
+
+def test_unreachable_server_is_unavailable_not_bad_input(triton, closed_port):
+    backend = TritonBackend(f"127.0.0.1:{closed_port}", triton.config, timeout_s=2.0)
+    try:
+        assert not backend.ready(timeout_s=1.0)
+        with pytest.raises(TritonUnavailableError) as raised:
+            backend.video_encoder(np.zeros((1, 3, 64, 128), np.float32))
+        assert not isinstance(raised.value, InputError)
+    finally:
+        backend.close()
+
+
+def test_a_checkpoint_whose_sha256_differs_refuses_to_load(triton_server, triton_repository, tmp_path):
+    checkpoint = triton_repository / CHECKPOINT_FILE
+    sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    verify_checkpoint(checkpoint, sha256)
+    corrupt = bytearray(checkpoint.read_bytes())
+    corrupt[-1] ^= 0xFF
+    (tmp_path / "corrupt.safetensors").write_bytes(corrupt)
+    with pytest.raises(InputError, match="sha256"):
+        verify_checkpoint(tmp_path / "corrupt.safetensors", sha256)
+    # The real load path: a copy of the locdit model whose checkpoint is the corrupted file.
+    model_dir = triton_repository / "locdit_corrupt"
+    shutil.copytree(triton_repository / "locdit", model_dir)
+    try:
+        config = (model_dir / "config.pbtxt").read_text()
+        config = config.replace('name: "locdit"', 'name: "locdit_corrupt"')
+        config = config.replace(f'"{CHECKPOINT_FILE}"', f'"{tmp_path / "corrupt.safetensors"}"')
+        (model_dir / "config.pbtxt").write_text(config)
+        with grpcclient.InferenceServerClient(triton_server.url) as client:
+            with pytest.raises(InferenceServerException, match="refusing to load"):
+                client.load_model("locdit_corrupt")
+            assert not client.is_model_ready("locdit_corrupt")
+            assert all(client.is_model_ready(name) for name in STAGES)
+    finally:
+        shutil.rmtree(model_dir)
+
+
+def test_export_cli_writes_the_repository(triton_repository, tmp_path, capsys):
+    checkpoint = triton_repository / CHECKPOINT_FILE
+    out = tmp_path / "models"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--max-batch", "4"]
+    assert main([*argv, "--instances", "2", "--kind", "gpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert summary["models"] == list(STAGES)
+    assert (out / CHECKPOINT_FILE).read_bytes() == checkpoint.read_bytes()
+    source = (triton_repository / "locdit" / "1" / "model.py").read_text()
+    for stage in STAGES:
+        config = (out / stage / "config.pbtxt").read_text()
+        assert f'name: "{stage}"' in config and "KIND_GPU" in config
+        assert summary["checkpoint_sha256"] in config
+        assert (out / stage / "1" / "model.py").read_text() == source
+    assert "count: 1 " in (out / "spatial_lm" / "config.pbtxt").read_text()
+    locdit = (out / "locdit" / "config.pbtxt").read_text()
+    assert "max_batch_size: 4" in locdit and "count: 2 " in locdit and "dynamic_batching" in locdit
+    assert read_repository_config(out) == load_checkpoint(checkpoint).config
+
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+
+
+def test_export_reads_the_checkpoint_from_s3(triton_repository, s3_bucket, tmp_path):
+    checkpoint = (triton_repository / CHECKPOINT_FILE).read_bytes()
+    uri = f"s3://{s3_bucket}/runs/tiny.safetensors"
+    storage.write_bytes(uri, checkpoint)
+    summary = export_repository(uri, tmp_path / "models")
+    assert summary["source"] == uri
+    assert (tmp_path / "models" / CHECKPOINT_FILE).read_bytes() == checkpoint
+    verify_checkpoint(tmp_path / "models" / CHECKPOINT_FILE, summary["checkpoint_sha256"])
+
+
+def test_pipeline_over_triton_equals_embedded_generation(triton, triton_repository):
+    model = load_checkpoint(triton_repository / CHECKPOINT_FILE)
+    frames = (np.random.default_rng(6).random((6, 64, 128, 3)) * 255).astype(np.uint8)
+    settings = GenerationSettings(seed=5, steps=4)
+    expected = generate(model, frames, text=TEXT, settings=settings)
+
+    pipeline = EmbeddedPipeline(triton)
+    spec = StreamSpec("e2e-triton", text=TEXT, settings=settings)
+    session = StreamSession(pipeline.transport, pipeline.store, spec, model.config.patch_samples)
+    session.start()
+    chunks = []
+    for i in range(len(frames)):
+        session.send_frames(frames[i : i + 1])
+        pipeline.pump()
+        chunks += session.take_chunks("test")
+    session.end()
+    pipeline.pump()
+    chunks += session.take_chunks("test")
+    assert session.done
+    audio = np.concatenate([chunk.audio for chunk in chunks], axis=-1)
+    assert audio.shape == expected.shape
+    assert np.max(np.abs(audio - expected)) <= 1e-4
+    expected_latent = (model.config.vae.latent_dim, model.config.patch_frames)
+    with pytest.raises(LMStateLostError):  # the stage freed the stream's LM state at its end
+        triton.spatial_lm("e2e-triton", 1, None, np.zeros((1, *expected_latent), np.float32), None)
