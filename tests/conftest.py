@@ -160,3 +160,33 @@ def redis_url(redis_server: str) -> str:
     finally:
         client.close()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SwanSphere (helpers_model.tiny_model) exported as a Triton model repository
+    (`swansphere export`, max batch 8, CPU); its checkpoint is `<repository>/checkpoint.safetensors`."""
+    from helpers_model import tiny_model
+
+    from swansphere.checkpoint import save_checkpoint
+    from swansphere.serving.triton_export import export_repository
+
+    folder = tmp_path_factory.mktemp("triton")
+    save_checkpoint(tiny_model(), folder / "tiny.safetensors")
+    export_repository(folder / "tiny.safetensors", folder / "models", max_batch=8)
+    return folder / "models"
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """The real tritonserver (nvidia-pytriton's binary) serving `triton_repository` on 127.0.0.1 for the
+    whole session, explicit model control, all four models loaded; yields the `TritonServer` (`.url`)."""
+    from swansphere.serving.tritonserver import TritonServer
+
+    log = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
+    server = TritonServer(triton_repository, free_port(), free_port(), free_port(), log)
+    server.start(timeout_s=300.0)
+    try:
+        yield server
+    finally:
+        server.stop()
