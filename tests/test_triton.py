@@ -28,6 +28,7 @@ from swansphere.serving.stages import STAGES, StreamSpec
 from swansphere.serving.triton_backend import TritonBackend, TritonUnavailableError
 from swansphere.serving.triton_export import (
     CHECKPOINT_FILE,
+    checkpoint_path,
     export_repository,
     read_repository_config,
     verify_checkpoint,
@@ -277,6 +278,24 @@ def test_export_reads_the_checkpoint_from_s3(triton_repository, s3_bucket, tmp_p
     assert summary["source"] == uri
     assert (tmp_path / "models" / CHECKPOINT_FILE).read_bytes() == checkpoint
     verify_checkpoint(tmp_path / "models" / CHECKPOINT_FILE, summary["checkpoint_sha256"])
+
+
+def test_a_repository_served_from_s3_loads_its_checkpoint_from_an_absolute_location(
+    triton_repository, s3_bucket, tmp_path
+):
+    """Triton copies only each model's folder from S3, so the models must find the checkpoint by URI."""
+    uri = f"s3://{s3_bucket}/models/checkpoint.safetensors"
+    storage.write_bytes(uri, (triton_repository / CHECKPOINT_FILE).read_bytes())
+    summary = export_repository(uri, tmp_path / "models", checkpoint_location=uri)
+    for stage in STAGES:
+        assert f'string_value: "{uri}"' in (tmp_path / "models" / stage / "config.pbtxt").read_text()
+    assert checkpoint_path(tmp_path / "models" / "locdit", uri) == uri
+    verify_checkpoint(uri, summary["checkpoint_sha256"])
+    with pytest.raises(InputError, match="absolute path"):
+        export_repository(uri, tmp_path / "other", checkpoint_location="relative/checkpoint.safetensors")
+    storage.write_bytes(uri, b"tampered")
+    with pytest.raises(InputError, match="refusing to load"):
+        verify_checkpoint(uri, summary["checkpoint_sha256"])
 
 
 def test_pipeline_over_triton_equals_embedded_generation(triton, triton_repository):

@@ -16,6 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint: local path or s3:// URI")
+    parser.add_argument(
+        "--checkpoint-location",
+        help="where the models load the checkpoint from when the repository is served from S3 "
+        "(an s3:// URI or an absolute path in the Triton pod); default: the copy in OUT",
+    )
     parser.add_argument("--out", required=True, help="repository folder, e.g. deploy/triton/models")
     parser.add_argument(
         "--max-batch", type=int, default=16, help="rows per dynamic batch of locdit and vae_decoder"
@@ -32,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = export_repository(args.checkpoint, args.out, args.max_batch, args.instances, args.kind)
+    summary = export_repository(
+        args.checkpoint, args.out, args.max_batch, args.instances, args.kind, args.checkpoint_location
+    )
     human = (
         f"wrote Triton repository {summary['repository']}: {', '.join(summary['models'])} "
         f"({args.kind}, max batch {args.max_batch}, {args.instances} instance(s)); "

@@ -67,9 +67,14 @@ def export_repository(
     max_batch: int = 16,
     instances: int = 1,
     kind: str = "cpu",
+    checkpoint_location: str | None = None,
 ) -> dict[str, Any]:
     """Write the four-model repository of a checkpoint (local path or s3:// URI) into `out_dir`;
-    returns a summary (paths, sha256, settings). Existing files of the same names are replaced."""
+    returns a summary (paths, sha256, settings). Existing files of the same names are replaced.
+
+    `checkpoint_location` is where the models load the checkpoint from: by default the copy at the
+    repository root (a relative path). A repository Triton reads from S3 needs an absolute location
+    (an s3:// URI or a path mounted in the Triton pod): Triton copies only each model's own folder."""
     if max_batch < 1:
         raise InputError(f"max batch must be >= 1, got {max_batch}")
     if instances < 1:
@@ -87,8 +92,15 @@ def export_repository(
     _write(out / CHECKPOINT_FILE, data)
     summary = {"config": config_to_dict(config), "checkpoint_sha256": sha256, "source": str(checkpoint_uri)}
     _write(out / CONFIG_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    location = checkpoint_location or CHECKPOINT_FILE
+    if checkpoint_location is not None and not (
+        checkpoint_location.startswith("s3://") or Path(checkpoint_location).is_absolute()
+    ):
+        raise InputError(
+            f"checkpoint location must be an s3:// URI or an absolute path, got {checkpoint_location!r}"
+        )
     for stage in STAGES:
-        text = model_config(stage, config, sha256, max_batch, instances, kind)
+        text = model_config(stage, config, sha256, max_batch, instances, kind, location)
         _write(out / stage / "config.pbtxt", text.encode())
         (out / stage / VERSION).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_MODEL_SOURCE, out / stage / VERSION / "model.py")
@@ -105,7 +117,13 @@ def export_repository(
 
 
 def model_config(
-    stage: str, config: SwanSphereConfig, sha256: str, max_batch: int, instances: int, kind: str
+    stage: str,
+    config: SwanSphereConfig,
+    sha256: str,
+    max_batch: int,
+    instances: int,
+    kind: str,
+    checkpoint: str = CHECKPOINT_FILE,
 ) -> str:
     """config.pbtxt of one stage (see the module docstring for the tensors)."""
     P, D = config.patch_frames, config.vae.latent_dim
@@ -147,7 +165,7 @@ def model_config(
         outputs = [_tensor("AUDIO", "FP32", [4, config.patch_samples])]
     else:
         raise InputError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
-    parameters = {"stage": stage, "checkpoint": CHECKPOINT_FILE, "checkpoint_sha256": sha256}
+    parameters = {"stage": stage, "checkpoint": checkpoint, "checkpoint_sha256": sha256}
     lines = [
         f'name: "{stage}"',
         'backend: "python"',
@@ -175,22 +193,27 @@ def read_repository_config(repository: str | Path) -> SwanSphereConfig:
         raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
 
 
-def checkpoint_path(model_dir: str | Path, parameter: str) -> Path:
-    """Where a model's `checkpoint` parameter points: relative paths start at the repository root
-    (the model folder's parent), absolute ones are taken as they are."""
-    path = Path(parameter)
-    return path if path.is_absolute() else Path(model_dir).parent / path
+def checkpoint_path(model_dir: str | Path, parameter: str) -> str:
+    """Where a model's `checkpoint` parameter points: s3:// URIs and absolute paths as they are,
+    relative paths from the repository root (the model folder's parent)."""
+    if parameter.startswith("s3://") or Path(parameter).is_absolute():
+        return parameter
+    return str(Path(model_dir).parent / parameter)
 
 
 def verify_checkpoint(path: str | Path, sha256: str) -> None:
-    """Refuse a checkpoint whose sha256 is not the one the repository was exported with."""
+    """Refuse a checkpoint (local path or s3:// URI) whose sha256 is not the one the repository was
+    exported with."""
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as file:
-            while block := file.read(_HASH_BLOCK):
-                digest.update(block)
-    except OSError as err:
-        raise InputError(f"{path}: cannot read checkpoint ({err.strerror})") from None
+    if str(path).startswith("s3://"):
+        digest.update(storage.read_bytes(str(path)))
+    else:
+        try:
+            with open(path, "rb") as file:
+                while block := file.read(_HASH_BLOCK):
+                    digest.update(block)
+        except OSError as err:
+            raise InputError(f"{path}: cannot read checkpoint ({err.strerror})") from None
     if digest.hexdigest() != sha256:
         raise InputError(
             f"{path}: checkpoint sha256 {digest.hexdigest()} differs from the exported {sha256}; "
