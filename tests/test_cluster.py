@@ -1,0 +1,119 @@
+"""End to end on the local cluster (`make up`): Redis, Kafka protocol (Tansu), S3 (moto), MLflow,
+Triton and the five services as real processes; a SynthSphere clip streamed through the gateway
+gives the embedded pipeline's FOA for the same checkpoint and seed."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from helpers_model import tiny_model
+
+from services import local_cluster
+from swansphere.checkpoint import load_checkpoint, save_checkpoint
+from swansphere.client import SwanSphereClient
+from swansphere.engine import GenerationSettings, generate
+from swansphere.synth import SynthConfig, generate_clip
+
+pytestmark = pytest.mark.servers
+
+STEPS = 4
+
+
+def free_base_port() -> int:
+    """A base port with the 26 ports of the cluster free."""
+    rng = np.random.default_rng()
+    for _ in range(50):
+        base = int(rng.integers(20_000, 60_000))
+        try:
+            sockets = []
+            for port in range(base, base + 26):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of 26 ports")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    checkpoint = run_dir / "model.safetensors"
+    save_checkpoint(tiny_model(), checkpoint)
+    address = local_cluster.up(run_dir, free_base_port(), str(checkpoint))
+    try:
+        yield address, run_dir, load_checkpoint(checkpoint)
+    finally:
+        local_cluster.down(run_dir)
+        assert not list(run_dir.glob("*.pid"))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A 3 s SynthSphere clip at 128x64."""
+    return generate_clip(SynthConfig(seconds=3.0, width=128, max_sources=1), index=0, seed=5)
+
+
+def stream(address: str, frames: np.ndarray, seed: int) -> list:
+    with SwanSphereClient(address, timeout_s=120) as client:
+        return list(client.generate(frames, seed=seed, steps=STEPS, frames_per_message=2))
+
+
+def test_a_streamed_clip_equals_embedded_mode(cluster, clip):
+    address, run_dir, model = cluster
+    chunks = stream(address, clip.frames, seed=11)
+    assert [c.patch_index for c in chunks] == list(range(len(chunks)))
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    expected = generate(model, clip.frames, settings=GenerationSettings(seed=11, steps=STEPS))
+    assert audio.shape == expected.shape
+    print(f"\nservice vs embedded: max |diff| = {np.max(np.abs(audio - expected)):.2e}")
+    assert np.max(np.abs(audio - expected)) <= 1e-4
+    assert (run_dir / "gateway.addr").read_text().strip() == address
+    for name in ("redis", "kafka", "s3", "mlflow", "triton", "gateway", *local_cluster.STAGE_SERVICES):
+        assert (run_dir / f"{name}.pid").exists() and (run_dir / f"{name}.log").exists()
+
+
+def test_four_concurrent_streams_each_get_their_own_audio(cluster, clip):
+    address, _, model = cluster
+    results: dict[int, list] = {}
+    frames = clip.frames[:8]
+
+    def run(seed: int) -> None:
+        results[seed] = stream(address, frames, seed)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(results) == [0, 1, 2, 3]
+    for seed, chunks in results.items():
+        assert [c.patch_index for c in chunks] == list(range(len(chunks)))
+        audio = np.concatenate([c.audio for c in chunks], axis=-1)
+        expected = generate(model, frames, settings=GenerationSettings(seed=seed, steps=STEPS))
+        assert np.max(np.abs(audio - expected)) <= 1e-4
+
+
+def test_a_killed_stage_is_restarted_by_the_supervisor(cluster, clip):
+    address, run_dir, model = cluster
+    old = int((run_dir / "locdit.pid").read_text())
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = int((run_dir / "locdit.pid").read_text())
+        if new != old:
+            break
+        time.sleep(0.2)
+    assert new != old
+    local_cluster.wait_serving(address, 60.0)
+    chunks = stream(address, clip.frames[:4], seed=3)
+    expected = generate(model, clip.frames[:4], settings=GenerationSettings(seed=3, steps=STEPS))
+    assert np.max(np.abs(np.concatenate([c.audio for c in chunks], axis=-1) - expected)) <= 1e-4
