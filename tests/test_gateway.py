@@ -3,11 +3,14 @@ backend) so no other server is involved; the local cluster test repeats this ove
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from helpers_model import tiny_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.gateway.servicer import GatewayServicer
 from swansphere.client import SwanSphereClient, generate_requests
@@ -159,3 +162,71 @@ def test_a_cancelled_stream_stops_using_compute_within_a_patch(gateway, model):
     spent = locdit.seconds["locdit"]
     threading.Event().wait(0.5)
     assert locdit.seconds["locdit"] == spent, "LocDiT kept working on a cancelled stream"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+frame_messages = st.builds(
+    lambda w, h, n, size, stamp, fmt: pb.VideoFrames(
+        width=w,
+        height=h,
+        pixel_format=fmt,
+        frames=[pb.Frame(timestamp_s=stamp + i / 4, data=bytes(size)) for i in range(n)],
+    ),
+    st.sampled_from([0, 1, 31, 32, 64, 100, 9000]),
+    st.sampled_from([0, 16, 32, 50]),
+    st.integers(0, 3),
+    st.sampled_from([0, 10, 32 * 64 * 3, 16 * 32 * 3]),
+    st.sampled_from([0.0, 0.25, -1.0, float("nan"), 1e9]),
+    st.sampled_from([0, 1, 7]),
+)
+configs = st.builds(
+    pb.GenerateConfig,
+    text=st.text(max_size=1100),
+    seed=st.integers(0, 2**64 - 1),
+    steps=st.sampled_from([0, 1, 2, 201, 2**32 - 1]),
+    output_format=st.sampled_from([0, 1, 2, 9]),
+    duration_s=st.sampled_from([0.0, 0.2, -1.0, float("inf"), float("nan"), 601.0]),
+    frame_rate=st.sampled_from([0, 4, 30]),
+)
+requests = st.lists(
+    st.one_of(
+        configs.map(lambda c: pb.GenerateRequest(config=c)),
+        frame_messages.map(lambda v: pb.GenerateRequest(video=v)),
+        st.just(pb.GenerateRequest(end=pb.End())),
+        st.just(pb.GenerateRequest()),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=requests)
+def test_random_and_malformed_messages_never_crash_the_gateway(gateway, messages):
+    address, _ = gateway
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SwanSphereStub(channel)
+        try:
+            list(stub.Generate(iter(messages), timeout=30))
+        except grpc.RpcError as err:
+            assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (
+                err.code(),
+                err.details(),
+            )
+            assert err.details()
+
+
+def test_fuzzing_leaves_memory_and_streams_where_they_were(gateway):
+    """Run the fuzz test's strategy again in bulk and compare memory before and after."""
+    _, servicer = gateway
+    before = _rss_mb()
+    test_random_and_malformed_messages_never_crash_the_gateway(gateway)
+    grown = _rss_mb() - before
+    print(f"\nRSS growth after the fuzz run: {grown:.1f} MB")
+    assert grown < 200
+    assert servicer.active_streams == 0
