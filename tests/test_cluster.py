@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 from helpers_model import tiny_model
@@ -134,3 +135,24 @@ def test_a_stage_killed_mid_stream_loses_no_chunk(cluster, clip, stage):
     expected = generate(model, frames, settings=GenerationSettings(seed=21, steps=STEPS))
     assert audio.shape == expected.shape
     assert np.max(np.abs(audio - expected)) <= 1e-4
+
+
+def test_triton_down_makes_the_gateway_unavailable_until_it_returns(cluster, clip):
+    """Triton SIGKILLed: the stages report NOT_SERVING, the gateway answers UNAVAILABLE (retryable),
+    and once the supervisor has Triton back the same request succeeds."""
+    address, run_dir, model = cluster
+    os.kill(int((run_dir / "triton.pid").read_text()), signal.SIGKILL)
+    codes = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and grpc.StatusCode.UNAVAILABLE not in codes:
+        with SwanSphereClient(address, timeout_s=10, retries=0) as client:
+            try:
+                list(client.generate(clip.frames[:2], seed=3, steps=STEPS))
+            except grpc.RpcError as err:
+                codes.add(err.code())
+        time.sleep(0.2)
+    assert grpc.StatusCode.UNAVAILABLE in codes
+    local_cluster.wait_serving(address, 240.0)
+    chunks = stream(address, clip.frames[:4], seed=3)
+    expected = generate(model, clip.frames[:4], settings=GenerationSettings(seed=3, steps=STEPS))
+    assert np.max(np.abs(np.concatenate([c.audio for c in chunks], axis=-1) - expected)) <= 1e-4
