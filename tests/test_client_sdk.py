@@ -2,22 +2,16 @@
 (built with services.common) that answers with deterministic chunks."""
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import math
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from helpers_tls import write_certificate
 
 from services.common.server import build_server
 from services.common.settings import load_settings
@@ -317,37 +311,6 @@ def test_cli_unreachable_gateway_is_exit_code_1(closed_port, tmp_path, capsys):
     assert main([*arguments, "--retries", "0", "--out", str(tmp_path / "o.wav")]) == 1
     error = capsys.readouterr().err
     assert error.startswith("swansphere client: error: UNAVAILABLE: ") and error.count("\n") == 1
-
-
-def write_certificate(
-    directory: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """NAME.pem and NAME.key: a CA when `issuer` is None, else a leaf for 127.0.0.1 signed by it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-    certificate = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return certificate, key
 
 
 def test_mutual_tls_between_the_sdk_and_a_service(tmp_path):

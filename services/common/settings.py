@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import grpc
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,6 +81,18 @@ class ServiceSettings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
         return self
+
+
+def channel_credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | None:
+    """Credentials for this service's own calls to other services when TLS is on: peers are checked
+    against tls_ca, and the service's certificate is its client certificate (mutual TLS)."""
+    if settings.tls_ca is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=settings.tls_ca.read_bytes(),
+        private_key=settings.tls_key.read_bytes() if settings.tls_key else None,
+        certificate_chain=settings.tls_cert.read_bytes() if settings.tls_cert else None,
+    )
 
 
 def _check_host_port(value: str) -> None:

@@ -19,7 +19,7 @@ from services.common.auth import TokenAuthInterceptor, read_tokens
 from services.common.logging import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.server import build_server, serve_forever
-from services.common.settings import ServiceSettings, load_settings
+from services.common.settings import ServiceSettings, channel_credentials, load_settings
 from services.gateway.events import BackgroundEvents
 from services.gateway.servicer import GatewayServicer
 from swansphere.serving.kafka_log import EventLog, KafkaTransport
@@ -46,9 +46,20 @@ class GatewaySettings(ServiceSettings):
 class PipelineHealth:
     """Polls Redis and the stage services; `why_not()` is None when a stream can be admitted."""
 
-    def __init__(self, transport: RedisTransport, targets: list[str]):
+    def __init__(
+        self,
+        transport: RedisTransport,
+        targets: list[str],
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        """With `credentials` (TLS on), the stages are reached over mutual TLS."""
         self.transport = transport
-        self.channels = {target: grpc.insecure_channel(target) for target in targets}
+        self.channels = {
+            target: grpc.insecure_channel(target)
+            if credentials is None
+            else grpc.secure_channel(target, credentials)
+            for target in targets
+        }
         self.problem: str | None = "not checked yet"
 
     def why_not(self) -> str | None:
@@ -84,7 +95,7 @@ def main() -> None:
     if settings.kafka_bootstrap:
         events = BackgroundEvents(EventLog(KafkaTransport(settings.kafka_bootstrap, client_id="gateway")))
     targets = [t.strip() for t in settings.stage_targets.split(",") if t.strip()]
-    pipeline = PipelineHealth(transport, targets)
+    pipeline = PipelineHealth(transport, targets, channel_credentials(settings))
     servicer = GatewayServicer(
         transport,
         store,
