@@ -12,12 +12,16 @@ from helpers_model import tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.gateway.server import PipelineHealth
 from services.gateway.servicer import GatewayServicer
 from swansphere.client import SwanSphereClient, generate_requests
 from swansphere.engine import GenerationSettings, generate
 from swansphere.models.sampler import Guidance
 from swansphere.serving.backend import TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
+from swansphere.serving.envelope import Envelope
+from swansphere.serving.state import MemoryStateStore
+from swansphere.serving.transport import MemoryTransport
 from swansphere.v1 import swansphere_pb2 as pb
 from swansphere.v1 import swansphere_pb2_grpc as pb_grpc
 
@@ -230,3 +234,30 @@ def test_fuzzing_leaves_memory_and_streams_where_they_were(gateway):
     print(f"\nRSS growth after the fuzz run: {grown:.1f} MB")
     assert grown < 200
     assert servicer.active_streams == 0
+
+
+def test_a_full_stage_backlog_refuses_new_streams_with_resource_exhausted(frames):
+    """PipelineHealth reads each stage's backlog; the servicer refuses streams while one is too deep."""
+    transport = MemoryTransport()
+    health = PipelineHealth(transport, [], max_queue_depth=3)
+    for i in range(4):
+        transport.publish("locdit", Envelope("s", "patch", i))
+    health.check()
+    assert health.why_not() is None and "locdit" in health.overloaded()
+    servicer = GatewayServicer(
+        transport, MemoryStateStore(), 8192, "m", 2, 5.0, ready=health.why_not, overloaded=health.overloaded
+    )
+    server = grpc.server(ThreadPoolExecutor(4))
+    pb_grpc.add_SwanSphereServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with (
+            SwanSphereClient(f"127.0.0.1:{port}", timeout_s=10, retries=0) as client,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            list(client.generate(frames[:1], steps=STEPS))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "backlog" in caught.value.details()
+    finally:
+        server.stop(0).wait()

@@ -24,6 +24,8 @@ from services.gateway.events import BackgroundEvents
 from services.gateway.servicer import GatewayServicer
 from swansphere.serving.kafka_log import EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
+from swansphere.serving.stages import STAGES
+from swansphere.serving.transport import Transport
 from swansphere.serving.triton_export import read_repository_config
 from swansphere.v1 import stages_pb2_grpc, swansphere_pb2_grpc
 
@@ -41,19 +43,26 @@ class GatewaySettings(ServiceSettings):
     """A stream with no chunk for this long (while it has input) ends with UNAVAILABLE, retryable."""
     auth_tokens_file: Path | None = None
     """Bearer tokens the public API accepts, one per line (a mounted Secret); unset = no auth."""
+    max_queue_depth: int = Field(2000, ge=1)
+    """New streams are refused (RESOURCE_EXHAUSTED) while any stage has more messages waiting."""
 
 
 class PipelineHealth:
-    """Polls Redis and the stage services; `why_not()` is None when a stream can be admitted."""
+    """Polls Redis, the stage services and the stages' backlogs. `why_not()` is None when the pipeline
+    is up (else UNAVAILABLE); `overloaded()` is None unless a stage's backlog is over the limit (then
+    RESOURCE_EXHAUSTED: the pipeline works, it is only full)."""
 
     def __init__(
         self,
-        transport: RedisTransport,
+        transport: Transport,
         targets: list[str],
         credentials: grpc.ChannelCredentials | None = None,
+        max_queue_depth: int = 2000,
     ):
         """With `credentials` (TLS on), the stages are reached over mutual TLS."""
         self.transport = transport
+        self.max_queue_depth = max_queue_depth
+        self.backlog: str | None = None
         self.channels = {
             target: grpc.insecure_channel(target)
             if credentials is None
@@ -65,12 +74,17 @@ class PipelineHealth:
     def why_not(self) -> str | None:
         return self.problem
 
+    def overloaded(self) -> str | None:
+        return self.backlog
+
     def check(self) -> None:
         try:
-            self.transport.depth("video_encoder", "video_encoder")
+            depths = {stage: self.transport.depth(stage, stage) for stage in STAGES}
         except Exception as err:
             self.problem = f"redis unreachable ({err})"
             return
+        full = {stage: depth for stage, depth in depths.items() if depth > self.max_queue_depth}
+        self.backlog = None if not full else f"stage backlog over {self.max_queue_depth} messages: {full}"
         for target, channel in self.channels.items():
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -95,7 +109,7 @@ def main() -> None:
     if settings.kafka_bootstrap:
         events = BackgroundEvents(EventLog(KafkaTransport(settings.kafka_bootstrap, client_id="gateway")))
     targets = [t.strip() for t in settings.stage_targets.split(",") if t.strip()]
-    pipeline = PipelineHealth(transport, targets, channel_credentials(settings))
+    pipeline = PipelineHealth(transport, targets, channel_credentials(settings), settings.max_queue_depth)
     servicer = GatewayServicer(
         transport,
         store,
@@ -104,6 +118,7 @@ def main() -> None:
         max_streams=settings.max_streams,
         stall_timeout_s=settings.stall_timeout_s,
         ready=pipeline.why_not,
+        overloaded=pipeline.overloaded,
         on_chunk=None if events is None else events.chunk,
         on_request=None if events is None else events.request,
     )

@@ -46,8 +46,10 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         ready: Callable[[], str | None],
         on_chunk: Callable[[str, int, int, int], None] | None = None,
         on_request: Callable[[str, dict], None] | None = None,
+        overloaded: Callable[[], str | None] = lambda: None,
     ):
         """`ready()` returns None when the pipeline can take a stream, else why not (UNAVAILABLE);
+        `overloaded()` returns None unless the stages' backlog is full (RESOURCE_EXHAUSTED);
         `on_request(stream_id, spec)` and `on_chunk(stream_id, patch_index, first_sample, samples)`
         feed the event log."""
         self.transport = transport
@@ -58,6 +60,7 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         self.ready = ready
         self.on_chunk = on_chunk
         self.on_request = on_request
+        self.overloaded = overloaded
         self.consumer = f"gateway-{uuid.uuid4().hex[:8]}"
         self._slots = threading.BoundedSemaphore(max_streams)
         self.max_streams = max_streams
@@ -97,6 +100,8 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if (why := self.ready()) is not None:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"not ready: {why}")
+        if (why := self.overloaded()) is not None:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: {why}; retry later")
         if not self._slots.acquire(blocking=False):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"all {self.max_streams} stream slots are busy")
         ACTIVE_STREAMS.inc()
