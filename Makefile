@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GENERATE_PROTOS := rm -rf ml/swansphere/v1 && mkdir -p ml/swansphere/v1 && touch ml/swansphere/v1/__init__.py && \
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=ml --grpc_python_out=ml --pyi_out=ml protos/swansphere/v1/*.proto
 
-.PHONY: install protos demo test lint fmt clean train-tiny up down
+.PHONY: install protos demo test lint fmt clean train-tiny up down bench bench-gpu
 
 install: $(STAMP)
 
@@ -48,6 +48,15 @@ up: $(STAMP)
 
 down:
 	$(PY) -m services.local_cluster down
+
+# Latency benchmark (issue 7, docs/benchmarks.md): streaming against the full-sequence and global-DiT
+# baselines in one run, tiny preset on the CPU, plus 4 concurrent streams; JSON on stdout.
+bench: $(STAMP)
+	$(VENV)/bin/swansphere bench --preset tiny --device cpu --streams 4 --json
+
+# The same on one GPU at the paper's scale (random weights, bf16, CUDA graphs), 32 concurrent streams.
+bench-gpu: $(STAMP)
+	$(VENV)/bin/swansphere bench --preset paper --device cuda --streams 32 --json
 
 test: $(STAMP)
 	$(PY) -m pytest

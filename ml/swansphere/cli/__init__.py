@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "caption",
     "spatialize",
     "eval",
+    "bench",
     "info",
     "client",
     "serve",

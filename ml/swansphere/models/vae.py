@@ -7,9 +7,12 @@ weight-normed convolutions, strides 2·4·4·8·8 = 2048 samples per latent fram
 One change for streaming (DESIGN §1, decoding runs one patch behind the generator): the decoder is
 causal. Every decoder convolution is padded on the left only and every upsampling keeps only the
 samples its past inputs produce, so output sample n depends on latent frames ≤ n // hop and nothing
-later. `StreamingDecoder` decodes patch by patch with `decoder_context_frames` of left context and
-equals the offline `decode` (which pads with zeros at the very start in the same way). The encoder
-stays non-causal (centred kernels, as in SAO): it only runs offline, on training data.
+later. So a window of `decoder_context_frames` of left context plus a patch decodes that patch
+exactly (the stateless form the decoder stage's messages use), and `Decoder.stream` /
+`StreamingDecoder` decode patch by patch from each causal layer's kept inputs, computing every
+sample once; both equal the offline `decode` (which pads with zeros at the very start in the same
+way). The encoder stays non-causal (centred kernels, as in SAO): it only runs offline, on training
+data.
 
 `load_stable_audio_weights` initialises the model from a Stable Audio Open VAE (paper App. B.1):
 stereo layers become FOA layers through the pseudo-FOA map of `swansphere.foa.pseudo_foa`
@@ -119,9 +122,20 @@ class Snake(nn.Module):
 class CausalConv1d(nn.Conv1d):
     """Conv1d padded on the left only: output t sees inputs <= t."""
 
+    @property
+    def left_context(self) -> int:
+        """Past inputs each output reads: dilation · (kernel − 1)."""
+        return self.dilation[0] * (self.kernel_size[0] - 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C', T)
-        left = self.dilation[0] * (self.kernel_size[0] - 1)
-        return super().forward(F.pad(x, (left, 0)))
+        return super().forward(F.pad(x, (self.left_context, 0)))
+
+    def stream(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next T outputs given the last `left_context` (> 0) inputs before x (None: the stream's zero
+        start); returns them and the inputs to keep for the next call."""
+        left = self.left_context
+        x = F.pad(x, (left, 0)) if past is None else torch.cat([past, x], dim=-1)
+        return F.conv1d(x, self.weight, self.bias, dilation=self.dilation), x[..., -left:]
 
 
 class CausalConvTranspose1d(nn.ConvTranspose1d):
@@ -133,6 +147,13 @@ class CausalConvTranspose1d(nn.ConvTranspose1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, C', T·stride)
         return super().forward(x)[..., : x.shape[-1] * self.stride[0]]
+
+    def stream(self, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next T·stride outputs given the input just before x (None: the stream's zero start);
+        returns them and the input to keep (x's last)."""
+        stride, T = self.stride[0], x.shape[-1]
+        x = F.pad(x, (1, 0)) if past is None else torch.cat([past, x], dim=-1)
+        return super().forward(x)[..., stride : stride + T * stride], x[..., -1:]
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, causal: bool, **kwargs: int) -> nn.Module:
@@ -190,6 +211,10 @@ class DecoderBlock(nn.Module):
         return self.layers(x)
 
 
+DecoderState = list[torch.Tensor]
+"""Per causal decoder layer, the past inputs it still needs (B, C, left context); see Decoder.stream."""
+
+
 class Encoder(nn.Module):
     """Audio (B, A, N) -> mean and raw scale stacked, (B, 2·d, N / hop). Non-causal (offline only)."""
 
@@ -229,6 +254,46 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)
+
+    def stream(self, z: torch.Tensor, state: DecoderState | None) -> tuple[torch.Tensor, DecoderState]:
+        """Audio (B, A, L · hop) of the next L frames z (B, d, L) of a stream and the state after them.
+
+        `state` holds, per causal layer in order, the past inputs that layer still reads (None: the
+        stream starts, zeros before it as in `forward`). Decoding a stream call by call this way
+        computes each sample once and equals `forward` of the whole sequence.
+        """
+        past = iter(state) if state is not None else None
+        kept: DecoderState = []
+
+        def take() -> torch.Tensor | None:
+            if past is None:
+                return None
+            tensor = next(past, None)
+            if tensor is None:
+                raise ValueError("decoder state has fewer tensors than the decoder has causal layers")
+            return tensor
+
+        def run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            if isinstance(module, CausalConv1d) and module.left_context == 0:
+                return module(x)
+            if isinstance(module, CausalConv1d | CausalConvTranspose1d):
+                y, keep = module.stream(x, take())
+                kept.append(keep)
+                return y
+            if isinstance(module, ResidualUnit):
+                return x + run(module.layers, x)
+            if isinstance(module, DecoderBlock):
+                return run(module.layers, x)
+            if isinstance(module, nn.Sequential):
+                for layer in module:
+                    x = run(layer, x)
+                return x
+            return module(x)  # Snake: pointwise
+
+        audio = run(self.layers, z)
+        if past is not None and next(past, None) is not None:
+            raise ValueError("decoder state has more tensors than the decoder has causal layers")
+        return audio, kept
 
 
 def decoder_context_frames(config: VAEConfig) -> int:
@@ -292,6 +357,13 @@ class FOAVAE(nn.Module):
             raise ValueError(f"z must be (B, {self.config.latent_dim}, L), got {tuple(z.shape)}")
         return self.decoder(z)
 
+    def decode_stream(self, z: torch.Tensor, state: DecoderState | None) -> tuple[torch.Tensor, DecoderState]:
+        """Audio (B, A, L · hop) of the next frames z (B, d, L) of a stream, and the state after them
+        (None: the stream starts); call by call this equals `decode` of the whole sequence."""
+        if z.ndim != 3 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"z must be (B, {self.config.latent_dim}, L), got {tuple(z.shape)}")
+        return self.decoder.stream(z, state)
+
     def forward(self, audio: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: reconstruction (B, A, N) of a sampled z, and the KL term (App. B.1)."""
         mean, scale = self.encode_posterior(audio)
@@ -323,28 +395,26 @@ def _sample(mean: torch.Tensor, scale: torch.Tensor, generator: torch.Generator)
 class StreamingDecoder:
     """Decodes latents patch by patch, equal to `vae.decode` of the whole sequence (DESIGN §1).
 
-    Keeps the last `decoder_context_frames` latents and decodes [context ++ patch]; thanks to the
-    causal decoder the new patch's samples then depend on nothing outside that window.
+    Keeps each causal layer's past inputs (`Decoder.stream`), so every sample is computed once: the
+    stateless alternative, decoding `decoder_context_frames` of left context again with each patch,
+    costs about (context + patch) / patch times more.
     """
 
     def __init__(self, vae: FOAVAE):
         self.vae = vae
-        self.context: torch.Tensor | None = None  # (B, d, <= decoder_context_frames)
+        self.state: DecoderState | None = None
 
     def reset(self) -> None:
         """Start a new stream."""
-        self.context = None
+        self.state = None
 
     @torch.no_grad()
     def push(self, z_patch: torch.Tensor) -> torch.Tensor:
         """Audio (B, A, P · hop) for the next P latent frames z_patch (B, d, P)."""
-        if self.context is not None and z_patch.shape[0] != self.context.shape[0]:
-            raise ValueError(f"batch size changed mid-stream: {self.context.shape[0]} -> {z_patch.shape[0]}")
-        window = z_patch if self.context is None else torch.cat([self.context, z_patch], dim=-1)
-        audio = self.vae.decode(window)  # (B, A, window · hop)
-        keep = min(self.vae.decoder_context_frames, window.shape[-1])
-        self.context = window[..., window.shape[-1] - keep :]
-        return audio[..., audio.shape[-1] - z_patch.shape[-1] * self.vae.hop_length :]
+        if self.state is not None and z_patch.shape[0] != self.state[0].shape[0]:
+            raise ValueError(f"batch size changed mid-stream: {self.state[0].shape[0]} -> {z_patch.shape[0]}")
+        audio, self.state = self.vae.decode_stream(z_patch, self.state)
+        return audio
 
 
 # --- reconstruction loss -------------------------------------------------------------------------

@@ -6,6 +6,8 @@ Triton server. Stage logic (`stages.py`) only ever talks to a `Backend`, so embe
 compute the same numbers.
 """
 
+import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
@@ -14,9 +16,10 @@ import numpy as np
 import torch
 
 from swansphere.errors import InputError
-from swansphere.models.sampler import Guidance, batch_patch_noise, sample_patch
+from swansphere.models.sampler import GraphedSampler, Guidance, batch_patch_noise, sample_patch
 from swansphere.models.spatial_lm import KVCache
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
+from swansphere.models.vae import DecoderState
 
 
 class LMStateLostError(InputError):
@@ -79,9 +82,11 @@ class LMStates:
     caches itself; an evicted or unknown stream raises LMStateLostError and is replayed by the caller.
     """
 
-    def __init__(self, model: SwanSphere, capacity: int = 256):
+    def __init__(self, model: SwanSphere, capacity: int = 256, autocast: torch.dtype | None = None):
         self.model = model
         self.capacity = capacity
+        self.autocast = autocast
+        """Lower precision for the LM's matrix products (bf16 on a GPU), None = the model's dtype."""
         self._caches: OrderedDict[str, KVCache] = OrderedDict()
 
     @torch.no_grad()
@@ -115,7 +120,8 @@ class LMStates:
             tokens = (
                 None if video is None else torch.from_numpy(np.ascontiguousarray(video[i]))[None].to(device)
             )
-            hs.append(model.lm.step(tokens, model.history(prev, 1), cache))  # (1, C)
+            with _autocast(device, self.autocast):
+                hs.append(model.lm.step(tokens, model.history(prev, 1), cache))  # (1, C)
         self._caches[stream_id] = cache
         self._caches.move_to_end(stream_id)
         while len(self._caches) > self.capacity:
@@ -126,19 +132,81 @@ class LMStates:
         self._caches.pop(stream_id, None)
 
 
-class TorchBackend:
-    """The modules of one checkpoint in this process."""
+class DecoderStates:
+    """Decoder states (`vae.Decoder.stream`) filed under the latents they follow, least recently used
+    evicted beyond `capacity`.
 
-    def __init__(self, model: SwanSphere, lm_capacity: int = 256):
+    A decoder message is stateless by design (it carries its latent window, so any worker can decode
+    any patch), but decoding the window's `decoder_context_frames` of context again with every patch
+    is most of the decoder's work. The state after a window depends on nothing but the window's last
+    `decoder_context_frames` frames (the decoder's reach, `vae.decoder_context_frames`), and fewer
+    frames only occur at the start of a stream, where a window starts from zeros. So the state is
+    filed under those frames' bytes, and the next window of the same stream, whose context they are,
+    finds it: it then decodes only its new patch. A window whose context has no state (another
+    worker decoded the previous patch, a restart, a redelivery after eviction) is decoded whole, as
+    before; both give the same audio.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._states: OrderedDict[bytes, DecoderState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(frames: np.ndarray) -> bytes:
+        """Digest of normalised latents (D, n), their shape included."""
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        digest = hashlib.blake2b(repr(frames.shape).encode(), digest_size=16)
+        digest.update(frames.tobytes())
+        return digest.digest()
+
+    def take(self, key: bytes) -> DecoderState | None:
+        """The state filed under `key`, removed: the next one replaces it, so a stream holds one entry
+        (a redelivered window then decodes whole, which gives the same audio)."""
+        with self._lock:
+            return self._states.pop(key, None)
+
+    def put(self, key: bytes, state: DecoderState) -> None:
+        with self._lock:
+            self._states[key] = state
+            self._states.move_to_end(key)
+            while len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+
+
+class TorchBackend:
+    """The modules of one checkpoint in this process.
+
+    `autocast` (e.g. torch.bfloat16 on a GPU) runs the video encoder, the LM and LocDiT in that
+    precision (the VAE decoder stays in the model's); `cuda_graphs` replays LocDiT's 20-step loop as
+    one CUDA graph per batch size (`sampler.GraphedSampler`). Both off by default: the reference
+    numbers every test compares against.
+    """
+
+    def __init__(
+        self,
+        model: SwanSphere,
+        lm_capacity: int = 256,
+        decoder_capacity: int = 256,
+        autocast: torch.dtype | None = None,
+        cuda_graphs: bool = False,
+    ):
         self.model = model.eval()
         self.config = model.config
         self.device = model.latent_mean.device
-        self.lm_states = LMStates(self.model, lm_capacity)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs the model on a CUDA device, it is on {self.device}")
+        self.autocast = autocast
+        self.lm_states = LMStates(self.model, lm_capacity, autocast)
+        self.decoder_states = DecoderStates(decoder_capacity)
+        self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
 
     @torch.no_grad()
     def video_encoder(self, frames: np.ndarray) -> np.ndarray:
         clip = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None].to(self.device)
-        return self.model.svac.video_embeddings(clip)[0].float().cpu().numpy()  # (T, Dv)
+        with _autocast(self.device, self.autocast):
+            tokens = self.model.svac.video_embeddings(clip)[0]
+        return tokens.float().cpu().numpy()  # (T, Dv)
 
     def spatial_lm(
         self,
@@ -165,18 +233,44 @@ class TorchBackend:
     ) -> np.ndarray:
         shape = (self.config.vae.latent_dim, self.config.patch_frames)
         noise = batch_patch_noise([int(s) for s in seeds], [int(p) for p in patches], shape).to(self.device)
-        z = sample_patch(
-            self.model.locdit,
-            torch.from_numpy(np.ascontiguousarray(h)).to(self.device),
-            torch.from_numpy(np.ascontiguousarray(context)).to(self.device),
-            noise,
-            steps,
-            guidance,
-        )
+        h_t = torch.from_numpy(np.ascontiguousarray(h)).to(self.device)
+        context_t = torch.from_numpy(np.ascontiguousarray(context)).to(self.device)
+        if self.graphed_sampler is not None:
+            z = self.graphed_sampler(h_t, context_t, noise, steps, guidance)
+        else:
+            with _autocast(self.device, self.autocast):
+                z = sample_patch(self.model.locdit, h_t, context_t, noise, steps, guidance)
         return z.float().cpu().numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def vae_decoder(self, windows: np.ndarray) -> np.ndarray:
-        z = self.model.denormalize_latents(torch.from_numpy(np.ascontiguousarray(windows)).to(self.device))
-        audio = self.model.vae.decode(z)  # (B, 4, L·hop)
-        return audio[..., -self.config.patch_samples :].float().cpu().numpy()
+        """Decodes only the last patch of each window whose context has a state (`DecoderStates`),
+        the whole window otherwise; files the state after each window for the stream's next one."""
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        B, _, L = windows.shape
+        P, keep = self.config.patch_frames, self.config.patch_samples
+        states = [
+            self.decoder_states.take(DecoderStates.key(window[:, : L - P])) if L > P else None
+            for window in windows
+        ]
+        hits = [i for i, state in enumerate(states) if state is not None]
+        misses = [i for i, state in enumerate(states) if state is None]
+        z = self.model.denormalize_latents(torch.from_numpy(windows).to(self.device))  # (B, D, L)
+        audio = torch.empty(B, self.config.vae.audio_channels, keep, device=self.device)
+        for rows, past in ((hits, [states[i] for i in hits]), (misses, None)):
+            if not rows:
+                continue
+            batch_state = None if past is None else [torch.cat(parts) for parts in zip(*past, strict=True)]
+            frames = z[rows] if past is None else z[rows, :, L - P :]
+            decoded, after = self.model.vae.decode_stream(frames, batch_state)  # (b, 4, frames·hop)
+            audio[rows] = decoded[..., -keep:].float()
+            context = self.model.vae.decoder_context_frames
+            for j, i in enumerate(rows):
+                key = DecoderStates.key(windows[i][:, max(0, L - context) :])
+                self.decoder_states.put(key, [part[j : j + 1].clone() for part in after])
+        return audio.cpu().numpy()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on the device's type; a no-op context for None."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)

@@ -1,0 +1,69 @@
+"""`swansphere bench`: first-chunk latency, per-stage cost and real-time factor of streaming against
+a full-sequence and a global-DiT baseline, measured in one run (issue 7; see `swansphere.bench`)."""
+
+import argparse
+
+from swansphere.bench import DEVICES, BenchSettings, run_bench
+from swansphere.cli.output import emit
+from swansphere.models.swansphere import PRESETS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="time to first chunk and real-time factor, with baselines")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="random-init model preset")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--streams", type=int, default=1, help="concurrent streams of the concurrency run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of the synthetic clip")
+    parser.add_argument("--steps", type=int, default=20, help="flow-matching steps per patch")
+    parser.add_argument("--seed", type=int, default=0, help="weights, video and noise")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: 1 for tiny on CPU, torch's default otherwise)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = run_bench(
+        BenchSettings(
+            preset=args.preset,
+            device=args.device,
+            streams=args.streams,
+            seconds=args.seconds,
+            steps=args.steps,
+            seed=args.seed,
+            threads=args.threads,
+        )
+    )
+    emit(report, args.json, _human(report))
+    return 0
+
+
+def _human(report: dict) -> str:
+    ms = 1e3
+    stages = report["stages"]
+    concurrency = report["concurrency"]
+    machine = report["machine"]
+    lines = [
+        f"{report['preset']} preset on {report['device']} ({machine['device_name']}, "
+        f"{machine['torch_threads']} torch threads of {machine['nproc']} cores), "
+        f"{report['seconds']:.2f} s clip, {report['patches']} patches, {report['steps']} steps",
+        f"streaming: first chunk {report['time_to_first_chunk_s'] * ms:.1f} ms, "
+        f"real-time factor {report['real_time_factor']:.3f}",
+        "  per patch: "
+        + ", ".join(f"{key.removesuffix('_s')} {value * ms:.1f} ms" for key, value in stages.items()),
+        f"full sequence: first chunk {report['full_sequence_time_to_first_chunk_s'] * ms:.0f} ms "
+        f"({report['full_sequence_ratio']:.1f}x later)",
+        f"global DiT ({report['params']['global_dit'] / 1e6:.2f} M params vs "
+        f"{report['params']['generator'] / 1e6:.2f} M): first chunk "
+        f"{report['global_dit_time_to_first_chunk_s'] * ms:.0f} ms ({report['global_dit_ratio']:.1f}x later)",
+    ]
+    if concurrency["streams"] > 1:
+        lines.append(
+            f"{concurrency['streams']} streams: first chunk p50 "
+            f"{concurrency['time_to_first_chunk_p50_s'] * ms:.1f} ms, p99 "
+            f"{concurrency['time_to_first_chunk_p99_s'] * ms:.1f} ms "
+            f"({concurrency['p99_over_single']:.2f}x single), aggregate real-time factor "
+            f"{concurrency['aggregate_real_time_factor']:.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`swansphere bench` (issue 7) and the fast paths it measures.
+
+The report is checked for its keys, types and signs only: timings on shared cores are noise, so no
+test here asserts a speed. The fast paths (LocDiT's precomputed sampling loop, the stateful VAE
+decoder behind `TorchBackend.vae_decoder`) are checked against the reference computations instead.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers_model import tiny_model
+
+from swansphere.cli import main
+from swansphere.models.locdit import LocDiT, LocDiTConfig
+from swansphere.models.sampler import Guidance, cosine_time_grid, euler, guided_velocity, sample_patch
+from swansphere.serving.backend import TorchBackend
+
+STAGE_KEYS = {"spatial_lm_s", "locdit_s", "video_encoder_s", "vae_decoder_s"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny operations gain nothing from a second thread on cores that other work shares."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def run_json(capsys, *arguments: str) -> dict:
+    code = main(["bench", "--preset", "tiny", *arguments, "--json"])
+    assert code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_bench_reports_first_chunk_stages_and_both_baselines(capsys):
+    report = run_json(capsys, "--seconds", "2", "--steps", "2")
+    for key in (
+        "time_to_first_chunk_s",
+        "real_time_factor",
+        "full_sequence_time_to_first_chunk_s",
+        "full_sequence_ratio",
+        "global_dit_time_to_first_chunk_s",
+        "global_dit_ratio",
+    ):
+        assert positive(report[key]), key
+    assert report["preset"] == "tiny" and report["device"] == "cpu" and report["steps"] == 2
+    assert report["seconds"] == pytest.approx(2.0) and report["patches"] == 11
+    assert report["stages"].keys() >= STAGE_KEYS and report["first_chunk_stages"].keys() == STAGE_KEYS
+    assert all(positive(report["stages"][key]) for key in STAGE_KEYS)
+    assert all(isinstance(value, float) and value >= 0 for value in report["stages"].values())
+    concurrency = report["concurrency"]
+    assert concurrency["streams"] == 1
+    assert concurrency["time_to_first_chunk_p99_s"] == pytest.approx(report["time_to_first_chunk_s"])
+    params = report["params"]
+    assert params["generator"] == params["spatial_lm"] + params["locdit"] + params["history"]
+    assert 0.5 < params["global_dit"] / params["generator"] < 2.0, "a global DiT of similar size"
+    machine = report["machine"]
+    assert machine["nproc"] >= 1 and machine["torch_threads"] == 1 and machine["device_name"]
+    assert report["backend"] == {"autocast": None, "cuda_graphs": False}
+
+
+def test_concurrent_streams_share_one_pipeline(capsys):
+    report = run_json(capsys, "--seconds", "1", "--steps", "1", "--streams", "3", "--threads", "1")
+    concurrency = report["concurrency"]
+    assert concurrency["streams"] == 3
+    p50, p99 = concurrency["time_to_first_chunk_p50_s"], concurrency["time_to_first_chunk_p99_s"]
+    assert positive(p50) and positive(p99) and p50 <= p99
+    assert positive(concurrency["aggregate_real_time_factor"]) and positive(concurrency["p99_over_single"])
+    assert concurrency["stages"].keys() >= STAGE_KEYS
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--streams", "0"], "streams must be"),
+        (["--seconds", "0"], "seconds must be"),
+        (["--steps", "0"], "steps must be"),
+        (["--threads", "0"], "threads must be"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_code_2(capsys, arguments, message):
+    assert main(["bench", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_without_a_device_is_an_input_error(capsys):
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="CUDA device"):
+        TorchBackend(tiny_model(), cuda_graphs=True)
+
+
+@pytest.mark.parametrize("guidance", [Guidance(), Guidance(1.0, 1.0), Guidance(3.0, 0.5), Guidance(0.0, 2.0)])
+def test_fast_sampler_equals_euler_over_guided_velocities(guidance):
+    torch.manual_seed(0)
+    locdit = LocDiT(LocDiTConfig.tiny()).eval()
+    with torch.no_grad():
+        for parameter in locdit.parameters():
+            if not parameter.any():
+                parameter.normal_(std=0.05)
+    g = torch.Generator().manual_seed(1)
+    h, context, noise = (
+        torch.randn(3, 64, generator=g),
+        torch.randn(3, 16, 8, generator=g),
+        torch.randn(3, 16, 4, generator=g),
+    )
+    with torch.no_grad():
+        reference = euler(
+            lambda t, x: guided_velocity(locdit, x, t.expand(3), h, context, guidance),
+            noise,
+            cosine_time_grid(20),
+        )
+    fast = sample_patch(locdit, h, context, noise, 20, guidance)
+    assert (fast - reference).abs().max().item() <= 1e-5
+    assert not torch.allclose(fast, noise), "the randomised model moves the sample"
+
+
+def test_decoder_states_give_the_stateless_windows_audio(model):
+    """Windows decoded in stream order hit the stored states; a backend that stores none decodes
+    every window whole. Same audio, also with two streams batched and one of them restarted."""
+    rng = np.random.default_rng(0)
+    P, context = model.config.patch_frames, model.vae.decoder_context_frames
+    streams = [rng.standard_normal((16, 8 * P)).astype(np.float32) for _ in range(2)]
+
+    def windows(latents: np.ndarray, t: int) -> np.ndarray:
+        end = (t + 1) * P
+        return latents[:, max(0, end - P - context) : end]
+
+    cached, stateless = TorchBackend(model), TorchBackend(model, decoder_capacity=0)
+    for t in range(8):  # windows grow to their full context + patch by t = 5
+        batch = np.stack([windows(latents, t) for latents in streams])
+        assert np.max(np.abs(cached.vae_decoder(batch) - stateless.vae_decoder(batch))) <= 1e-5
+    assert len(cached.decoder_states._states) == 2, "one state per stream: each hit replaced its entry"
+    restarted = TorchBackend(model)  # another worker: patch 6 misses, patch 7 hits what 6 filed
+    for t in (6, 7):
+        batch = np.stack([windows(streams[0], t)])
+        assert np.max(np.abs(restarted.vae_decoder(batch) - stateless.vae_decoder(batch))) <= 1e-5
+
+
+def test_bf16_autocast_backend_runs_on_cpu(model):
+    """The precision switch the GPU path uses, exercised where CI can run it."""
+    backend = TorchBackend(model, autocast=torch.bfloat16)
+    h = backend.spatial_lm("s", 0, np.zeros((1, 4, 32), np.float32), np.zeros((0, 16, 4), np.float32), None)
+    z = backend.locdit(h, np.zeros((1, 16, 8), np.float32), [0], [0], 2, Guidance())
+    audio = backend.vae_decoder(z)
+    assert h.dtype == z.dtype == audio.dtype == np.float32
+    assert audio.shape == (1, 4, model.config.patch_samples) and np.isfinite(audio).all()
