@@ -1,6 +1,7 @@
 """A tiny SwanSphere whose untrained outputs still depend on video, text and seed."""
 
 import torch
+
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from helpers_captioning import noise_bursts
+
 from swansphere.captioning import (
     API_KEY_ENV,
     ChatCaptioner,

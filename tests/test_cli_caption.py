@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from helpers_captioning import noise_bursts
+
 from swansphere.audio import write_audio
 from swansphere.cli import main
 from swansphere.conventions import SAMPLE_RATE

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from swansphere import foa
 from swansphere.audio import write_audio
 from swansphere.cli import main

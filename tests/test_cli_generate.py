@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+
 from swansphere.cli import main
 from swansphere.video import write_video
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+
 from swansphere import equirect, storage
 from swansphere.cli import main
 from swansphere.synth.looks import LOOKS

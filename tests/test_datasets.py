@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from swansphere import datasets, storage
 from swansphere.audio import read_audio, resample, write_audio
 from swansphere.conventions import SAMPLE_RATE

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
+
 from swansphere import foa
 from swansphere.conventions import SAMPLE_RATE, wrap_degrees
 from swansphere.doa import (

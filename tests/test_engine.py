@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
 from swansphere.engine import GenerationSettings, StreamingGenerator, generate
 from swansphere.errors import InputError

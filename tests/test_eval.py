@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from scipy.linalg import sqrtm
+
 from swansphere import embeddings, evaluation, foa, storage
 from swansphere.audio import read_foa, write_audio
 from swansphere.cli import build_parser, main

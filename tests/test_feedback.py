@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+
 from swansphere.errors import InputError
 from swansphere.feedback import (
     BrokerUnavailableError,

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import butter, sosfiltfilt
+
 from swansphere import equirect, foa
 from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z, direction_to_vector, vector_to_direction
 from swansphere.doa import segment_doa

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy.signal import butter, correlate, sosfilt, sosfiltfilt
+
 from swansphere import foa
 from swansphere.conventions import SAMPLE_RATE, direction_to_vector
 from swansphere.errors import InputError

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from swansphere import foa
 from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z
 from swansphere.models.config_io import config_from_dict, config_to_dict

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from swansphere.models.locdit import LocDiT, LocDiTConfig, flow_matching_sample
 from swansphere.models.sampler import (
     Guidance,

@@ -7,13 +7,14 @@ import time
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
 from swansphere import storage
 from swansphere.errors import InputError
 from swansphere.models.history import HistoryEncoder
 from swansphere.models.spatial_lm import SpatialLM, SpatialLMConfig
 from swansphere.models.text_encoder import ByteTokenizer, TextEncoder
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 torch.set_num_threads(2)
 LATENT_DIM = 16

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from transformers import VideoMAEConfig, VideoMAEModel
+
 from swansphere import storage
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS, direction_to_vector
 from swansphere.doa import clip_doa_rad
@@ -27,7 +29,6 @@ from swansphere.models.svac import (
     similarity,
 )
 from swansphere.models.video_encoder import IMAGENET_MEAN, IMAGENET_STD, VideoEncoder, VideoEncoderConfig
-from transformers import VideoMAEConfig, VideoMAEModel
 
 HOP = 2048
 LATENT_FPS = SAMPLE_RATE / HOP

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+
 from swansphere import foa, storage
 from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z
 from swansphere.errors import InputError

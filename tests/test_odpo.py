@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from swansphere import foa, storage
 from swansphere.errors import InputError
 from swansphere.models.locdit import LocDiT, LocDiTConfig, flow_matching_noise, flow_path

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+
 from swansphere.cli import main
 from swansphere.doa import segment_doa
 from swansphere.metrics import trajectory_errors

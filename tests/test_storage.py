@@ -1,6 +1,7 @@
 """storage: local paths and s3:// URIs behave the same (S3 against a real moto server)."""
 
 import pytest
+
 from swansphere import storage
 from swansphere.errors import InputError
 

@@ -6,6 +6,7 @@ import copy
 import kubernetes_validate
 import pytest
 import yaml
+
 from swansphere.train.submit import main
 
 K8S_VERSION = "1.32"

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+
 from swansphere import equirect
 from swansphere.captioning import RuleCaptioner, analyse_motion, direction_words, elevation_words
 from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z, wrap_degrees

@@ -12,6 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
+
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
 from swansphere.datasets import synthsphere
 from swansphere.feedback import SampleConsumer
