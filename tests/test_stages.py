@@ -16,6 +16,7 @@ from swansphere.serving.stages import STAGES, StreamSpec, build_stages
 from swansphere.serving.state import MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 from swansphere.serving.worker import StageWorker
+from swansphere.video import model_frames
 
 SETTINGS = GenerationSettings(seed=7, steps=4)
 
@@ -147,3 +148,19 @@ def test_frames_are_checked_before_they_enter_the_pipeline(model):
         session.send_frames(np.zeros((1, 64, 128, 3), np.float32))
     with pytest.raises(InputError, match="no video frames"):
         session.end()
+
+
+def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
+    """New frames are encoded after a bounded context, yet the tokens are those of the whole clip."""
+    frames = (np.random.default_rng(4).random((23, 64, 128, 3)) * 255).astype(np.uint8)
+    store = MemoryStateStore()
+    stage = build_stages(TorchBackend(model), store)["video_encoder"]
+    tokens, start = [], 0
+    for size in (1, 3, 1, 7, 2, 9):
+        out = stage.handle([Envelope("v", "frames", start, tensors={"frames": frames[start : start + size]})])
+        tokens += [message.tensors["tokens"] for _, message in out]
+        start += size
+    streamed = np.concatenate(tokens)
+    whole = TorchBackend(model).video_encoder(model_frames(frames, (64, 128)).numpy())
+    assert stage.context_frames < 23 and streamed.shape == whole.shape
+    assert np.max(np.abs(streamed - whole)) <= 1e-5

@@ -103,9 +103,25 @@ class Stage:
 
 
 class VideoEncoderStage(Stage):
-    """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take."""
+    """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take.
+
+    The encoder is block-causal with a sliding window of `max_frames` steps in each of its `depth`
+    layers and no absolute time positions, so a token depends on the depth·(max_frames − 1) frames
+    before it and on nothing earlier: new frames are encoded after just that much context, which
+    gives exactly the tokens of encoding the whole prefix at a cost that does not grow with the stream.
+    """
 
     name = VIDEO_ENCODER
+
+    def __init__(self, backend: Backend, store: StateStore):
+        super().__init__(backend, store)
+        video = self.config.svac.video
+        if video.tubelet_frames != 1:
+            raise ValueError(
+                f"the video encoder stage streams one token per frame, not {video.tubelet_frames}"
+            )
+        self.context_frames = video.depth * (video.max_frames - 1)
+        """Frames before the new ones that their tokens depend on."""
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         out: list[tuple[str, Envelope]] = []
@@ -122,20 +138,21 @@ class VideoEncoderStage(Stage):
         stream, start = message.stream_id, time.perf_counter()
         frames = model_frames(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
         as_bytes = (frames * 255.0).round().to(torch.uint8).numpy()  # exact: model_frames is on 1/255
-        self.store.set_once(stream, f"frames@{message.index}", _pack(as_bytes))
+        for i, frame in enumerate(as_bytes):
+            self.store.set_once(stream, f"frame@{message.index + i}", _pack(frame))
         with self.store.lock(stream):
             done = int(self.store.get(stream, "frames") or 0)
             count = done
-            while (chunk := self.store.get(stream, f"frames@{count}")) is not None:
-                self.store.append(stream, "model_frames", chunk)
-                count += len(_unpack(chunk))
+            while self.store.get(stream, f"frame@{count}") is not None:
+                count += 1
             if count == done:
                 return []
-            prefix = np.concatenate([_unpack(b) for b in self.store.items(stream, "model_frames")])
-            tokens = self.backend.video_encoder(prefix.astype(np.float32) / 255.0)  # (count, Dv)
+            first = max(0, done - self.context_frames)
+            window = np.stack([_unpack(self.store.get(stream, f"frame@{i}")) for i in range(first, count)])
+            tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)  # (count - first, Dv)
             self.store.set(stream, "frames", str(count).encode())
         self.seconds[self.name] += time.perf_counter() - start
-        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens[done:count]}))]
+        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens[done - first :]}))]
 
 
 class SpatialLMStage(Stage):
