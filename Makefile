@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GENERATE_PROTOS := rm -rf ml/swansphere/v1 && mkdir -p ml/swansphere/v1 && touch ml/swansphere/v1/__init__.py && \
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=ml --grpc_python_out=ml --pyi_out=ml protos/swansphere/v1/*.proto
 
-.PHONY: install protos demo test lint fmt clean train-tiny up down bench bench-gpu
+.PHONY: install protos demo test lint fmt clean train-tiny up down triton-repository bench bench-service bench-gpu
 
 install: $(STAMP)
 
@@ -49,12 +49,23 @@ up: $(STAMP)
 down:
 	$(PY) -m services.local_cluster down
 
+# The Triton model repository of CHECKPOINT=path|s3://... under deploy/triton/models (DESIGN §2).
+triton-repository: $(STAMP)
+	@test -n "$(CHECKPOINT)" || { echo "make triton-repository: give CHECKPOINT=path|s3://..." >&2; exit 2; }
+	$(VENV)/bin/swansphere export --checkpoint $(CHECKPOINT) --out deploy/triton/models
+
 # Latency benchmark (issue 7, docs/benchmarks.md): streaming against the full-sequence and global-DiT
 # baselines in one run, tiny preset on the CPU, plus 4 concurrent streams; JSON on stdout.
 bench: $(STAMP)
 	$(VENV)/bin/swansphere bench --preset tiny --device cpu --streams 4 --json
 
 # The same on one GPU at the paper's scale (random weights, bf16, CUDA graphs), 32 concurrent streams.
+# Service mode (issue 7, part 2): the local cluster against embedded mode, per patch and at 4 streams.
+bench-service: $(STAMP)
+	$(PY) -m services.local_cluster up
+	$(VENV)/bin/swansphere bench --target $$(cat .run/gateway.addr) --streams 4 --json; \
+	status=$$?; $(PY) -m services.local_cluster down; exit $$status
+
 bench-gpu: $(STAMP)
 	$(VENV)/bin/swansphere bench --preset paper --device cuda --streams 32 --json
 

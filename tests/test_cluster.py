@@ -14,6 +14,7 @@ import pytest
 from helpers_model import tiny_model
 
 from services import local_cluster
+from swansphere.bench import BenchSettings, run_service_bench
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
 from swansphere.client import SwanSphereClient
 from swansphere.engine import GenerationSettings, generate
@@ -156,3 +157,15 @@ def test_triton_down_makes_the_gateway_unavailable_until_it_returns(cluster, cli
     chunks = stream(address, clip.frames[:4], seed=3)
     expected = generate(model, clip.frames[:4], settings=GenerationSettings(seed=3, steps=STEPS))
     assert np.max(np.abs(np.concatenate([c.audio for c in chunks], axis=-1) - expected)) <= 1e-4
+
+
+def test_the_service_benchmark_reports_service_against_embedded(cluster):
+    """`swansphere bench --target`: figures only (never timing thresholds)."""
+    address, _, _ = cluster
+    report = run_service_bench(address, BenchSettings(seconds=1.0, steps=2, streams=2))
+    for section in ("service", "embedded"):
+        assert all(
+            report[section][key] > 0 for key in ("time_to_first_chunk_s", "real_time_factor", "per_patch_s")
+        )
+    assert report["patches"] == 6 and report["concurrency"]["streams"] == 2
+    assert isinstance(report["added_per_patch_s"], float)

@@ -24,6 +24,7 @@ import datetime
 import math
 import os
 import platform
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from transformers import T5Config, T5EncoderModel
 
+from swansphere.client import SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.models.locdit import LocDiT, LocDiTConfig
@@ -387,3 +389,71 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def run_service_bench(target: str, settings: BenchSettings) -> dict:
+    """Service mode (issue 7, part 2): the same synthetic clip streamed through a running gateway, once
+    alone and as `settings.streams` concurrent streams, against the embedded pipeline with a model of
+    the same preset in this process, in the same run. The gateway's model must be of that preset
+    (`make up` serves tiny); weights do not matter for timing."""
+    config = preset(settings.preset)
+    frames = synthetic_video(config, settings.seconds, settings.seed)
+    generation = GenerationSettings(seed=settings.seed, steps=settings.steps)
+
+    def stream(client: SwanSphereClient, seed: int) -> tuple[float, float, int]:
+        start = time.perf_counter()
+        first, patches = None, 0
+        for _ in client.generate(frames, seed=seed, steps=settings.steps, frames_per_message=1):
+            first = first if first is not None else time.perf_counter() - start
+            patches += 1
+        assert first is not None
+        return first, time.perf_counter() - start, patches
+
+    with SwanSphereClient(target, timeout_s=600) as client:
+        stream(client, settings.seed)  # warm-up: models, connections, caches
+        first, wall, patches = stream(client, settings.seed)
+        results: list[tuple[float, float, int]] = []
+        threads = [
+            threading.Thread(target=lambda i=i: results.append(stream(client, settings.seed + i)))
+            for i in range(settings.streams)
+        ]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent_wall = time.perf_counter() - start
+    torch.set_num_threads(settings.threads or 1)
+    model = build_model(config, settings.seed, torch.device("cpu"))
+    run_streams(TorchBackend(model), frames[:8], 1, generation)  # warm-up
+    embedded = run_streams(TorchBackend(model), frames, 1, generation)
+    audio_s = frames.shape[0] / VIDEO_FPS
+    embedded_per_patch = embedded.wall_s / embedded.patches
+    firsts = [r[0] for r in results]
+    return {
+        "mode": "service",
+        "target": target,
+        "preset": settings.preset,
+        "steps": settings.steps,
+        "seconds": audio_s,
+        "patches": patches,
+        "service": {
+            "time_to_first_chunk_s": first,
+            "real_time_factor": wall / audio_s,
+            "per_patch_s": wall / patches,
+        },
+        "embedded": {
+            "time_to_first_chunk_s": embedded.first_chunk_s[0],
+            "real_time_factor": embedded.wall_s / embedded.audio_s,
+            "per_patch_s": embedded_per_patch,
+        },
+        "added_per_patch_s": wall / patches - embedded_per_patch,
+        "concurrency": {
+            "streams": settings.streams,
+            "time_to_first_chunk_p50_s": float(np.percentile(firsts, 50)),
+            "time_to_first_chunk_p99_s": float(np.percentile(firsts, 99)),
+            "p99_over_single": float(np.percentile(firsts, 99)) / first,
+            "aggregate_real_time_factor": concurrent_wall / (settings.streams * audio_s),
+        },
+        "machine": machine_info(torch.device("cpu")),
+    }

@@ -3,7 +3,7 @@ a full-sequence and a global-DiT baseline, measured in one run (issue 7; see `sw
 
 import argparse
 
-from swansphere.bench import DEVICES, BenchSettings, run_bench
+from swansphere.bench import DEVICES, BenchSettings, run_bench, run_service_bench
 from swansphere.cli.output import emit
 from swansphere.models.swansphere import PRESETS
 
@@ -19,24 +19,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch threads (default: 1 for tiny on CPU, torch's default otherwise)"
     )
+    parser.add_argument(
+        "--target", help="HOST:PORT of a running gateway: service mode against embedded (e.g. after make up)"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = run_bench(
-        BenchSettings(
-            preset=args.preset,
-            device=args.device,
-            streams=args.streams,
-            seconds=args.seconds,
-            steps=args.steps,
-            seed=args.seed,
-            threads=args.threads,
-        )
+    settings = BenchSettings(
+        preset=args.preset,
+        device=args.device,
+        streams=args.streams,
+        seconds=args.seconds,
+        steps=args.steps,
+        seed=args.seed,
+        threads=args.threads,
     )
+    if args.target is not None:
+        report = run_service_bench(args.target, settings)
+        emit(report, args.json, _human_service(report))
+        return 0
+    report = run_bench(settings)
     emit(report, args.json, _human(report))
     return 0
+
+
+def _human_service(report: dict) -> str:
+    ms = 1e3
+    service, embedded, concurrency = report["service"], report["embedded"], report["concurrency"]
+    head = f"service mode via {report['target']}: {report['seconds']:.2f} s clip, {report['patches']} patches"
+    first = service["time_to_first_chunk_s"] * ms, embedded["time_to_first_chunk_s"] * ms
+    patch = service["per_patch_s"] * ms, embedded["per_patch_s"] * ms, report["added_per_patch_s"] * ms
+    p50, p99 = concurrency["time_to_first_chunk_p50_s"] * ms, concurrency["time_to_first_chunk_p99_s"] * ms
+    return "\n".join(
+        [
+            head,
+            f"  first chunk {first[0]:.0f} ms (embedded {first[1]:.0f} ms), per patch {patch[0]:.1f} ms "
+            f"(embedded {patch[1]:.1f} ms): {patch[2]:+.1f} ms added",
+            f"  {concurrency['streams']} streams: first chunk p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+            f"({concurrency['p99_over_single']:.2f}x single), aggregate real-time factor "
+            f"{concurrency['aggregate_real_time_factor']:.3f}",
+        ]
+    )
 
 
 def _human(report: dict) -> str:
