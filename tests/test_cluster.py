@@ -110,7 +110,7 @@ def test_a_stage_killed_mid_stream_loses_no_chunk(cluster, clip, stage):
     unacked messages to the new one (XAUTOCLAIM), and the client still gets every chunk once, in order,
     with the embedded audio."""
     address, run_dir, model = cluster
-    frames = np.concatenate([clip.frames, clip.frames])  # 6 s, 33 patches
+    frames = np.concatenate([clip.frames] * 4)  # 12 s, 65 patches: still running when the kill lands
     chunks: list = []
     errors: list = []
 
@@ -130,7 +130,12 @@ def test_a_stage_killed_mid_stream_loses_no_chunk(cluster, clip, stage):
     os.kill(old, signal.SIGKILL)
     thread.join(timeout=240)
     assert not errors, errors
+    assert len(chunks) == 65
+    restarted = time.monotonic() + 60
+    while int((run_dir / f"{stage}.pid").read_text()) == old and time.monotonic() < restarted:
+        time.sleep(0.2)
     assert int((run_dir / f"{stage}.pid").read_text()) != old, "the supervisor did not restart the stage"
+    local_cluster.wait_serving(address, 120.0)  # the next test starts with every stage back
     assert [c.patch_index for c in chunks] == list(range(len(chunks)))
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     expected = generate(model, frames, settings=GenerationSettings(seed=21, steps=STEPS))
