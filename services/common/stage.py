@@ -40,6 +40,10 @@ class StageSettings(ServiceSettings):
     """Messages a worker takes per round."""
     min_idle_ms: int = Field(5000, ge=100)
     """Redis: a message unacked this long by a dead worker is claimed by a live one."""
+    lock_lease_ms: int = Field(5000, ge=100)
+    """Redis: a stream's lock held by a dead worker frees itself after this long; longer than any
+    one stage step (an LM step or a video window, well under a second), shorter than the gateway's
+    stall timeout, so a worker killed inside the lock delays its streams, never ends them."""
 
 
 def run_stage(
@@ -51,7 +55,7 @@ def run_stage(
     config = read_repository_config(settings.model_repository)
     backend = TritonBackend(settings.triton_url, config)
     transport = RedisTransport(settings.redis_url, min_idle_ms=settings.min_idle_ms)
-    store = RedisStateStore(settings.redis_url)
+    store = RedisStateStore(settings.redis_url, lock_lease_ms=settings.lock_lease_ms)
     stage = build_stages(backend, store)[name]
     ready = threading.Event()
     admin = AdminServicer(
