@@ -347,18 +347,22 @@ class AsyncGeneration:
 
 
 class _ClientBase:
+    grpc_module: Any = grpc
+    """grpc (blocking) or grpc.aio: where the channel comes from; the rest is shared."""
+
     def __init__(
         self,
         target: str,
-        timeout_s: float | None,
-        retries: int,
-        backoff_s: float,
-        tls: bool,
-        tls_ca: Path | None,
-        tls_cert: Path | None,
-        tls_key: Path | None,
+        timeout_s: float | None = 60.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        tls: bool = False,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
         token: str | None = None,
     ):
+        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS on the server), if it wants one."""
         if timeout_s is not None and timeout_s <= 0:
             raise InputError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0 or backoff_s < 0:
@@ -369,6 +373,13 @@ class _ClientBase:
         metadata = () if token is None else (("authorization", f"Bearer {token}"),)
         self.settings = _Settings(timeout_s, retries, backoff_s, metadata)
         self.credentials = _credentials(tls, tls_ca, tls_cert, tls_key)
+        options = _channel_options()
+        self.channel = (
+            self.grpc_module.secure_channel(target, self.credentials, options=options)
+            if self.credentials is not None
+            else self.grpc_module.insecure_channel(target, options=options)
+        )
+        self.stub = pb_grpc.SwanSphereStub(self.channel)
 
     def _request_factory(
         self,
@@ -410,27 +421,7 @@ class SwanSphereClient(_ClientBase):
     """Blocking client. `timeout_s` bounds each call including its retries (None = no deadline);
     UNAVAILABLE is retried `retries` times with exponential backoff from `backoff_s`."""
 
-    def __init__(
-        self,
-        target: str,
-        timeout_s: float | None = 60.0,
-        retries: int = 3,
-        backoff_s: float = 0.2,
-        tls: bool = False,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        token: str | None = None,
-    ):
-        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS on the server), if it wants one."""
-        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key, token)
-        options = _channel_options()
-        self.channel = (
-            grpc.secure_channel(target, self.credentials, options=options)
-            if self.credentials is not None
-            else grpc.insecure_channel(target, options=options)
-        )
-        self.stub = pb_grpc.SwanSphereStub(self.channel)
+    grpc_module = grpc
 
     def generate(
         self,
@@ -490,27 +481,7 @@ class SwanSphereClient(_ClientBase):
 class AsyncSwanSphereClient(_ClientBase):
     """`SwanSphereClient` for asyncio (grpc.aio); create it inside the running event loop."""
 
-    def __init__(
-        self,
-        target: str,
-        timeout_s: float | None = 60.0,
-        retries: int = 3,
-        backoff_s: float = 0.2,
-        tls: bool = False,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        token: str | None = None,
-    ):
-        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS on the server), if it wants one."""
-        super().__init__(target, timeout_s, retries, backoff_s, tls, tls_ca, tls_cert, tls_key, token)
-        options = _channel_options()
-        self.channel = (
-            grpc.aio.secure_channel(target, self.credentials, options=options)
-            if self.credentials is not None
-            else grpc.aio.insecure_channel(target, options=options)
-        )
-        self.stub = pb_grpc.SwanSphereStub(self.channel)
+    grpc_module = grpc.aio
 
     def generate(
         self,
