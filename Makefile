@@ -33,13 +33,11 @@ protos: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/swansphere demo --out demo_out
 
-# The shipped tiny model's recipe: SynthSphere data, then the four jobs, each starting from the last.
+# The shipped tiny model's recipe (ml/train_tiny.sh): SynthSphere data, then the four jobs, each
+# starting from the last. CONFIGS=ml/configs/tiny-gpu is the one-GPU recipe that made the shipped model.
+CONFIGS ?= ml/configs/tiny
 train-tiny: $(STAMP)
-	$(VENV)/bin/swansphere synth --out data/synthsphere/train --clips 160 --seconds 4 --seed 1 --max-sources 1 --width 128
-	$(VENV)/bin/swansphere synth --out data/synthsphere/heldout --clips 50 --seconds 4 --seed 424242 --max-sources 1 --width 128
-	for job in vae svac swansphere odpo; do \
-		$(VENV)/bin/swansphere-train $$job --config ml/configs/tiny/$$job.yaml || exit 1; \
-	done
+	PYTHON=$(PY) ml/train_tiny.sh $(CONFIGS)
 
 # The whole service system on loopback (DESIGN §5): pids and logs in .run/, gateway address in
 # .run/gateway.addr. CHECKPOINT=path serves a trained model (default: the tiny random-init one).

@@ -92,6 +92,12 @@ def test_same_seed_same_bytes_and_clip_k_independent_of_count(capsys, tmp_path, 
     assert (tmp_path / "two" / "manifest.jsonl").read_text().splitlines() == manifest_three[:2]
 
 
+def test_worker_processes_write_the_same_bytes(capsys, tmp_path, three_clips):
+    rows = _synth(capsys, tmp_path / "parallel", "--clips", "3", "--seed", "4", "--workers", "2")
+    assert [row["index"] for row in rows] == [0, 1, 2]
+    assert _hashes(tmp_path / "parallel") == _hashes(three_clips)
+
+
 def test_different_seed_different_clips(capsys, tmp_path, three_clips):
     _synth(capsys, tmp_path / "other", "--clips", "1", "--seed", "5")
     other, base = _hashes(tmp_path / "other"), _hashes(three_clips)
@@ -133,6 +139,7 @@ def test_s3_destination_matches_local_run(capsys, tmp_path, s3_bucket):
         (["--clips", "1", "--seed", "-1"], "--seed must be >= 0"),
         (["--clips", "1", "--ambience", "3"], "ambience_db"),
         (["--clips", "x"], "invalid int value"),
+        (["--clips", "1", "--workers", "0"], "--workers must be at least 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, args, fragment):

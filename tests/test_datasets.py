@@ -96,6 +96,21 @@ def test_cached_clip_equals_fresh_decoding(synth_folder: Path, synth: datasets.C
     assert float(synth[1].foa.abs().max()) > 0
 
 
+def test_preloaded_windows_equal_crops_of_fresh_clips(synth_folder: Path) -> None:
+    manifest = str(synth_folder / "manifest.jsonl")
+    fresh = synthsphere(manifest, FRAME_SIZE, cache=False)
+    preloaded = synthsphere(manifest, FRAME_SIZE)
+    preloaded.preload(workers=3)
+    for i in range(len(fresh)):
+        window = preloaded.random_window(i, 1.0, torch.Generator().manual_seed(i))
+        expected = datasets.crop(fresh[i], 1.0, torch.Generator().manual_seed(i))
+        torch.testing.assert_close(window.foa, expected.foa, rtol=0, atol=0)
+        torch.testing.assert_close(window.frames, expected.frames, rtol=0, atol=0)
+        assert window.trajectory == expected.trajectory
+    with pytest.raises(ValueError, match="cached"):
+        fresh.preload(workers=2)
+
+
 def test_synthsphere_bad_input(tmp_path: Path, synth_folder: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         synthsphere(str(tmp_path / "missing"), FRAME_SIZE)

@@ -114,6 +114,21 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(clips, tiny
     assert not torch.allclose(stats.latent_std, torch.ones_like(stats.latent_std))
 
 
+def test_a_time_budget_stops_the_job_with_a_final_checkpoint(clips, tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fields = common(clips, tmp_path / "vae", tracking, checkpoint_every=100)
+    vae = {"deterministic_steps": 1, "adversarial_weight": 0, "feature_weight": 0, "stft_fft_sizes": [128]}
+    config = write_config(tmp_path, job="vae", steps=50, max_seconds=0.001, vae=vae, **fields)
+    assert main(["vae", "--config", config]) == 0
+    assert latest(tmp_path / "vae") == "step_0000001"
+    final = tmp_path / "vae" / "final.safetensors"
+    assert safetensors_metadata(final.read_bytes())["steps"] == "1"
+    spread = MlflowClient(tracking).get_metric_history(
+        run_id(tmp_path / "vae", "step_0000001"), "posterior.clip_spread"
+    )
+    assert len(spread) == 1 and spread[0].value > 0
+
+
 def test_svac_job_trains_the_heads_only_when_the_encoders_are_frozen(clips, tiny_checkpoint, tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fields = common(clips, tmp_path / "svac", tracking, batch_size=3)

@@ -16,6 +16,7 @@ import re
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,35 @@ class ClipDataset(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> Clip:
+        if self._cache is None:
+            return self._load(self._index(i))
+        return _unpack(self._packed(i))
+
+    def preload(self, workers: int) -> None:
+        """Decode every clip into the cache now, `workers` at a time (the decoders release the GIL), so
+        a job's first steps do not wait on files one clip at a time."""
+        if self._cache is None:
+            raise ValueError("preload needs a cached dataset (cache=True)")
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
+            list(pool.map(self._packed, range(len(self))))
+
+    def random_window(self, i: int, seconds: float, generator: torch.Generator) -> Clip:
+        """`crop(self[i], seconds, generator)`, cut before unpacking: a batch copies its windows only."""
+        if self._cache is None:
+            return crop(self[i], seconds, generator)
+        return _unpack(crop(self._packed(i), seconds, generator))
+
+    def _index(self, i: int) -> int:
         if not -len(self) <= i < len(self):
             raise IndexError(f"clip index {i} out of range for {len(self)} clips")
-        i %= len(self)
-        if self._cache is None:
-            return self._load(i)
+        return i % len(self)
+
+    def _packed(self, i: int) -> Clip:
+        assert self._cache is not None
+        i = self._index(i)
         if i not in self._cache:
             self._cache[i] = _pack(self._load(i))
-        return _unpack(self._cache[i])
+        return self._cache[i]
 
 
 def _pack(clip: Clip) -> Clip:

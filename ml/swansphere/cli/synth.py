@@ -43,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-ambience", dest="ambience", action="store_const", const=None, help="no ambience"
     )
     parser.add_argument("--width", type=int, default=defaults.width, help="frame width (height = width / 2)")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes that render clips (same bytes as 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest rows as JSON")
     parser.set_defaults(run=run)
 
@@ -50,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.clips < 1:
         raise InputError(f"--clips must be at least 1, got {args.clips}")
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     try:
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise InputError(str(err)) from None
-    rows = write_dataset(args.out, config, args.clips, args.seed)
+    rows = write_dataset(args.out, config, args.clips, args.seed, args.workers)
     lines = [f"{row['name']}: {row['caption']}" for row in rows]
     emit(rows, args.json, f"wrote {len(rows)} clip(s) and {MANIFEST} to {args.out}\n" + "\n".join(lines))
     return 0

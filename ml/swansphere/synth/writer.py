@@ -7,7 +7,9 @@ same bytes.
 """
 
 import json
+import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +22,31 @@ from swansphere.video import write_video
 MANIFEST = "manifest.jsonl"
 
 
-def write_dataset(dest_uri: str, config: SynthConfig, clips: int, seed: int) -> list[dict[str, Any]]:
-    """Generate clips 0..clips-1 with `seed`, write them and the manifest; returns the manifest rows."""
+def write_dataset(
+    dest_uri: str, config: SynthConfig, clips: int, seed: int, workers: int = 1
+) -> list[dict[str, Any]]:
+    """Generate clips 0..clips-1 with `seed`, write them and the manifest; returns the manifest rows.
+    Clip k depends on (config, k, seed) alone, so `workers` processes write the same bytes as one."""
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
-    rows = []
-    for index in range(clips):
-        clip = generate_clip(config, index, seed)
-        for file_name, data in encode_clip(clip, config).items():
-            storage.write_bytes(storage.join(dest_uri, file_name), data)
-        rows.append(manifest_row(clip, config))
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    jobs = [(dest_uri, config, index, seed) for index in range(clips)]
+    if workers == 1:
+        rows = [_write_clip(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_write_clip, *zip(*jobs, strict=True)))
     manifest = "".join(json.dumps(row) + "\n" for row in rows)
     storage.write_bytes(storage.join(dest_uri, MANIFEST), manifest.encode())
     return rows
+
+
+def _write_clip(dest_uri: str, config: SynthConfig, index: int, seed: int) -> dict[str, Any]:
+    clip = generate_clip(config, index, seed)
+    for file_name, data in encode_clip(clip, config).items():
+        storage.write_bytes(storage.join(dest_uri, file_name), data)
+    return manifest_row(clip, config)
 
 
 def encode_clip(clip: Clip, config: SynthConfig) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ clip with its DoA plot and, for generator jobs with `data.eval_manifest`, the he
 """
 
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -108,6 +109,8 @@ def train(config: TrainConfig, dist: Dist) -> None:
     model = build_model(config).to(dist.device)
     frame_size = model.config.svac.video.frame_size
     dataset = synthsphere(config.data.manifest, frame_size, cache=config.data.cache)
+    if config.data.cache and config.job != "odpo":  # ODPO reads a few inputs per round
+        dataset.preload(workers=os.cpu_count() or 1)
     resume_run = _resumed_run_id(config)
     objective = build_objective(config, model, dataset, resuming=resume_run is not None)
     tracker = Tracker(config.mlflow, active=dist.is_main)
@@ -115,10 +118,11 @@ def train(config: TrainConfig, dist: Dist) -> None:
     try:
         trainer = Trainer(config, objective, dist, tracker)
         trainer.resume()  # before the batches: the latent cache needs the restored statistics
-        trainer.run(_batches(config, dataset, objective, dist))
+        # ODPO's batches come from generating with the model being trained: no prefetch there.
+        trainer.run(_batches(config, dataset, objective, dist), prefetch=config.job != "odpo")
         if dist.is_main:
             with trainer.model_for_export() as exported:
-                finish(config, exported, dataset, tracker)
+                finish(config, exported, dataset, tracker, trainer.step)
     finally:
         tracker.finish()
 
@@ -148,10 +152,12 @@ def _batches(
     return staged
 
 
-def finish(config: TrainConfig, model: SwanSphere, dataset: ClipDataset, tracker: Tracker) -> None:
-    """Final checkpoint, sample, held-out table and registration (rank 0)."""
+def finish(
+    config: TrainConfig, model: SwanSphere, dataset: ClipDataset, tracker: Tracker, steps: int
+) -> None:
+    """Final checkpoint, sample, held-out table and registration (rank 0), after `steps` steps."""
     final_uri = storage.join(config.out, FINAL)
-    save_checkpoint(model, final_uri, {"job": config.job, "steps": str(config.steps)})
+    save_checkpoint(model, final_uri, {"job": config.job, "steps": str(steps)})
     tracker.log_bytes(storage.read_bytes(final_uri), FINAL, folder="model")
     model.eval()
     clip = dataset[0]
@@ -168,7 +174,7 @@ def finish(config: TrainConfig, model: SwanSphere, dataset: ClipDataset, tracker
             model, held_out, config.data.eval_clips, GenerationSettings(seed=config.seed)
         )
         tracker.log_table(rows, "eval/heldout.json")
-        tracker.log_metrics({f"eval.{k}": v for k, v in summary.items()}, config.steps)
+        tracker.log_metrics({f"eval.{k}": v for k, v in summary.items()}, steps)
         log.info("held-out: %s", summary)
     if config.job in ("swansphere", "odpo"):
         tracker.register("model")

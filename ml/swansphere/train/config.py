@@ -69,6 +69,10 @@ class VAEJobConfig(_Section):
     makes channel signs (the direction) part of a magnitude loss."""
     adversarial_weight: float = Field(0.1, ge=0)
     feature_weight: float = Field(5.0, ge=0)
+    deterministic_steps: int = Field(0, ge=0)
+    """Steps that decode the posterior mean (z = μ) before sampling starts: a plain autoencoder first,
+    so the decoder learns to read the latent before the sampling noise teaches it to ignore it (the
+    tiny VAE collapses otherwise; docs/training.md)."""
     discriminator_start: int = Field(0, ge=0)
     """Steps of reconstruction-only warm-up before the discriminator joins."""
     stft_fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64, 32)
@@ -137,6 +141,9 @@ class TrainConfig(_Section):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     """EMA of the trained weights (saved as the checkpoint's weights); the field uses it for the
     generator, not for the VAE or SVAC heads."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock budget of the loop: the job stops, checkpoints and finishes at the first step past
+    it (a run on a time-limited lease). The learning-rate schedule still follows `steps`."""
     seed: int = 0
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)

@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from swansphere import storage
 from swansphere.checkpoint import save_checkpoint
-from swansphere.datasets import Batch, ClipDataset, collate, crop
+from swansphere.datasets import Batch, ClipDataset, collate
 from swansphere.models.swansphere import SwanSphere
 from swansphere.train.config import TrainConfig
 from swansphere.train.tracking import Tracker
@@ -136,7 +137,7 @@ def seeded_batches(
         state = np.random.SeedSequence([seed, rank, step, micro]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
         chosen = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
-        batch = collate([crop(dataset[i], seconds, generator) for i in chosen])
+        batch = collate([dataset.random_window(i, seconds, generator) for i in chosen])
         if gain_db is not None:
             low, high = gain_db
             gains_db = low + (high - low) * torch.rand(batch_size, generator=generator)
@@ -204,13 +205,19 @@ class Trainer:
         device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
 
-    def run(self, batch_at: Callable[[int, int], Any]) -> None:
+    def run(self, batch_at: Callable[[int, int], Any], prefetch: bool = False) -> None:
         """Train to `config.steps`; `batch_at(step, micro)` is this rank's micro-batch, a pure function
         of its arguments, so a resumed run sees exactly the batches an uninterrupted one would.
-        Call `resume()` first to continue a run."""
+        With `prefetch`, a thread builds the next batch while this one trains (only for a `batch_at`
+        that does not use the model). Call `resume()` first to continue a run."""
+        with ThreadPoolExecutor(1, thread_name_prefix="batches") as pool:
+            self._run(_prefetched(batch_at, pool, self.config.grad_accum) if prefetch else batch_at)
+
+    def _run(self, batch_at: Callable[[int, int], Any]) -> None:
         cfg = self.config
         autocast = self.dist.device.type == "cuda" and cfg.bf16
         started = time.monotonic()
+        deadline = started + cfg.max_seconds if cfg.max_seconds is not None else math.inf
         while self.step < cfg.steps:
             self.wrapped.train()
             stats: dict[str, float] = {}
@@ -242,6 +249,10 @@ class Trainer:
                     log.info("step %d: %s", self.step, _fmt(stats))
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
+            elif self._past(deadline):
+                log.info("step %d: max_seconds %.0f reached, stopping", self.step, cfg.max_seconds)
+                self.save()
+                break
 
     def model_for_export(self) -> contextlib.AbstractContextManager[SwanSphere]:
         """The model with the weights to ship (EMA when on)."""
@@ -309,9 +320,33 @@ class Trainer:
         if self.dist.is_main:
             log.info("resumed from %s at step %d", folder, self.step)
 
+    def _past(self, deadline: float) -> bool:
+        """Whether any rank is past `deadline`: all ranks stop at the same step."""
+        if deadline == math.inf:
+            return False
+        late = torch.tensor([float(time.monotonic() > deadline)], device=self.dist.device)
+        if torch_dist.is_initialized():
+            torch_dist.all_reduce(late, op=torch_dist.ReduceOp.MAX)
+        return bool(late.item())
+
     def _barrier(self) -> None:
         if torch_dist.is_initialized():
             torch_dist.barrier()
+
+
+def _prefetched(
+    batch_at: Callable[[int, int], Any], pool: ThreadPoolExecutor, grad_accum: int
+) -> Callable[[int, int], Any]:
+    """`batch_at` that, when asked for one micro-batch, starts building the one after it."""
+    pending: dict[tuple[int, int], Future] = {}
+
+    def at(step: int, micro: int) -> Any:
+        future = pending.pop((step, micro), None) or pool.submit(batch_at, step, micro)
+        following = (step, micro + 1) if micro + 1 < grad_accum else (step + 1, 0)
+        pending[following] = pool.submit(batch_at, *following)
+        return future.result()
+
+    return at
 
 
 @contextlib.contextmanager

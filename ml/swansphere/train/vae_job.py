@@ -35,6 +35,15 @@ def sum_and_difference(foa: Tensor) -> Tensor:
     return torch.cat([w + directional, w - directional], dim=1) / 2
 
 
+def clip_spread(mean: Tensor) -> float:
+    """How much the latent tells clips apart: the spread across the batch of each clip's time-averaged
+    posterior mean, over the spread in time within a clip. Near 0 is a collapsed encoder."""
+    mean = mean.detach()
+    between = mean.mean(dim=-1).std(dim=0).mean()
+    within = mean.std(dim=-1).mean()
+    return float(between / within.clamp_min(1e-12))
+
+
 class VAEObjective(Objective):
     def __init__(self, model: SwanSphere, config: VAEJobConfig, discriminator: DiscriminatorConfig):
         super().__init__()
@@ -70,7 +79,8 @@ class VAEObjective(Objective):
         else:
             mean, scale = vae.encode_posterior(audio)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-        recon = vae.decode(mean + scale * noise)  # z = μ + σ·ε
+        sampling = step >= self.config.deterministic_steps
+        recon = vae.decode(mean + scale * noise if sampling else mean)  # z = μ + σ·ε
         rec = multi_resolution_stft_loss(recon, audio, self.stft)
         spatial = multi_resolution_stft_loss(sum_and_difference(recon), sum_and_difference(audio), self.stft)
         kl = vae.kl(mean, scale)
@@ -86,6 +96,7 @@ class VAEObjective(Objective):
             "loss/spatial": spatial.item(),
             "loss/kl": kl.item(),
             "loss/waveform": waveform.item(),
+            "posterior/clip_spread": clip_spread(mean),
         }
         if self.discriminator is not None:
             d_loss = discriminator_loss(self.discriminator(audio), self.discriminator(recon.detach()))
