@@ -107,7 +107,14 @@ def test_demo_runs_the_whole_embedded_pipeline(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seconds", "2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    for name in ("generated.wav", "generated_binaural.wav", "reference_binaural.wav", "manifest.jsonl"):
+    files = (
+        "generated.wav",
+        "generated_binaural.wav",
+        "reference_binaural.wav",
+        "generated_doa.png",
+        "manifest.jsonl",
+    )
+    for name in files:
         assert (out / name).is_file()
     assert sf.info(str(out / "generated.wav")).frames == 2 * 44100
     assert summary["reference_doa_error_deg_median"] < 10

@@ -3,7 +3,8 @@
 1. SynthSphere makes a 360° clip with exact ground truth (video, AmbiX, trajectory JSON).
 2. The captioning pipeline (DoA → trajectory → caption) reads the reference FOA back.
 3. The streaming engine generates FOA from the clip's video, patch by patch, on the CPU.
-4. Both are decoded binaurally for headphones, and the generated DoA is compared with the truth.
+4. Both are decoded binaurally for headphones, and the generated DoA is compared with the truth
+   (generated_doa.png: the DoA over time against the visual source).
 """
 
 import argparse
@@ -25,6 +26,7 @@ from swansphere.errors import InputError
 from swansphere.listening import to_binaural
 from swansphere.metrics import trajectory_errors
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
+from swansphere.plots import plot_doa
 from swansphere.synth import SynthConfig, write_dataset
 from swansphere.trajectory import load_scene
 from swansphere.video import read_video
@@ -57,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     generated, timing = _generate(model, read_video(video)[0], args.seed)
     write_audio(args.out / "generated.wav", generated, SAMPLE_RATE)
     write_audio(args.out / "generated_binaural.wav", to_binaural(generated), SAMPLE_RATE)
-    generated_error = trajectory_errors(segment_doa(generated), scene.sources[0])
+    generated_doa = segment_doa(generated)
+    generated_error = trajectory_errors(generated_doa, scene.sources[0])
+    title = "generated DoA (bars) against the visual source (line)"
+    plot_doa(generated_doa, args.out / "generated_doa.png", trajectory=scene, title=title)
 
     summary = {
         "clip": row["name"],
@@ -113,6 +118,7 @@ def _human(summary: dict, out: Path) -> str:
             f"real-time factor {summary['real_time_factor']:.2f}",
             "  generated DoA error (segment protocol): "
             f"{summary['generated_doa_error_deg_median']:.1f}° median",
-            "listen on headphones: reference_binaural.wav, generated_binaural.wav",
+            "listen on headphones: reference_binaural.wav, generated_binaural.wav; "
+            "DoA over time: generated_doa.png",
         ]
     )
