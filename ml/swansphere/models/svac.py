@@ -127,7 +127,9 @@ class Negatives:
 def sample_negatives(
     batch: int, latent_frames: int, config: SVACConfig, generator: torch.Generator
 ) -> Negatives:
-    """Draws the hard negatives of eq. 3 for a batch of clips `latent_frames` long, from `generator` only."""
+    """Draws the hard negatives of eq. 3 for a batch of clips `latent_frames` long, from `generator` only
+    (on its device)."""
+    device = generator.device
     min_shift = math.ceil(config.min_shift_s * config.audio.latent_fps)
     if latent_frames < 2 * min_shift:
         raise ValueError(
@@ -136,13 +138,18 @@ def sample_negatives(
         )
 
     def yaw() -> Tensor:  # (N,) |yaw| uniform in [min_yaw, 180], random sign
-        sign = torch.randint(0, 2, (batch,), generator=generator) * 2 - 1
+        sign = torch.randint(0, 2, (batch,), generator=generator, device=device) * 2 - 1
         return sign * (
-            config.min_yaw_deg + (180 - config.min_yaw_deg) * torch.rand(batch, generator=generator)
+            config.min_yaw_deg
+            + (180 - config.min_yaw_deg) * torch.rand(batch, generator=generator, device=device)
         )
 
-    shift = torch.randint(min_shift, latent_frames - min_shift + 1, (batch,), generator=generator)
-    tilt = (2 * torch.rand(batch, 2, generator=generator) - 1) * config.max_tilt_deg  # (N, 2) pitch, roll
+    shift = torch.randint(
+        min_shift, latent_frames - min_shift + 1, (batch,), generator=generator, device=device
+    )
+    tilt = (
+        2 * torch.rand(batch, 2, generator=generator, device=device) - 1
+    ) * config.max_tilt_deg  # (N, 2) pitch, roll
     return Negatives(shift, torch.cat([yaw()[:, None], tilt], dim=1), yaw())
 
 

@@ -66,6 +66,7 @@ def init_distributed() -> Dist:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed crop shapes: pick the fastest convolutions once
     if world_size > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
     return Dist(rank, world_size, local_rank, device)
