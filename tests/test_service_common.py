@@ -20,6 +20,7 @@ from services.common.logging import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.server import build_server, serve_forever
 from services.common.settings import ServiceSettings, load_settings
+from services.common.stage import StageSettings
 from swansphere.errors import InputError
 from swansphere.v1 import stages_pb2, stages_pb2_grpc
 
@@ -240,3 +241,11 @@ def test_sigterm_turns_health_not_serving_and_lets_in_flight_calls_finish(built,
     with pytest.raises(grpc.RpcError) as after:
         stages_pb2_grpc.VideoEncoderStub(channel).Encode(stages_pb2.EncodeRequest(frames=frames()), timeout=2)
     assert after.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_triton_tls_needs_the_services_tls_files(monkeypatch):
+    monkeypatch.setenv("SWANSPHERE_TRITON_TLS", "true")
+    with pytest.raises(InputError, match="SWANSPHERE_TRITON_TLS needs SWANSPHERE_TLS_CA"):
+        load_settings(StageSettings)
+    monkeypatch.setenv("SWANSPHERE_TRITON_TLS", "false")
+    assert load_settings(StageSettings).triton_tls_files() is None

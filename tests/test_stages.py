@@ -80,6 +80,58 @@ def test_out_of_order_and_redelivered_messages_give_the_embedded_audio_once_each
         assert np.max(np.abs(audio - expected)) <= 1e-5
 
 
+class RedeliveringTransport(MemoryTransport):
+    """In-process queues that can hand a batch back, flagged as redelivered (a dead worker's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.returned: dict[str, list] = {}
+
+    def give_back(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            self.returned.setdefault(delivery.topic, []).append(delivery.message)
+
+    def receive(self, topic, group, consumer, count, block_ms):
+        returned = self.returned.pop(topic, [])
+        fresh = super().receive(topic, group, consumer, max(count - len(returned), 0), block_ms)
+        return [Delivery(topic, m, redelivered=True) for m in returned] + fresh
+
+
+@pytest.mark.parametrize("dying", ["video_encoder", "spatial_lm"])
+def test_a_stateful_stage_that_dies_before_publishing_replays_what_it_lost(model, frames, dying):
+    """The worker handles a batch (the stream's state moves on), dies before publishing, and its
+    batch is redelivered: `Stage.replay` re-emits the lost outputs, so the stream still completes."""
+    expected = generate(model, frames, settings=SETTINGS)
+    transport, store = RedeliveringTransport(), MemoryStateStore()
+    stages = build_stages(TorchBackend(model), store)
+    workers = {name: StageWorker(stages[name], transport, "w", 8, 0) for name in STAGES}
+    session = StreamSession(transport, store, StreamSpec("s1", settings=SETTINGS), model.config.patch_samples)
+    session.start()
+    for start in range(0, len(frames), 2):
+        session.send_frames(frames[start : start + 2])
+    session.end()
+    chunks, deaths = [], 0
+    for _ in range(10_000):
+        for name, worker in workers.items():
+            if name == dying and deaths < 3:
+                deliveries = transport.receive(name, name, "w", 8, 0)
+                if deliveries and stages[name].handle([d.message for d in deliveries]):
+                    transport.give_back(deliveries)  # outputs computed, never published, never acked
+                    deaths += 1
+                    continue
+                transport.give_back(deliveries)
+            worker.run_once()
+        chunks += session.take_chunks("gateway")
+        if session.done:
+            break
+    session.close()
+    assert deaths == 3
+    assert [c.patch_index for c in chunks] == list(range(len(chunks)))
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert audio.shape == expected.shape
+    assert np.max(np.abs(audio - expected)) <= 1e-5
+
+
 def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames):
     """A backend that keeps no LM state at all (a restarted or evicted worker every patch)."""
     expected = generate(model, frames, settings=SETTINGS)

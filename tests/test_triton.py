@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from conftest import free_port
+from helpers_tls import write_certificate
 from tritonclient.utils import InferenceServerException
 
 from swansphere import storage
@@ -25,7 +27,7 @@ from swansphere.serving.backend import LMStateLostError, TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.session import StreamSession
 from swansphere.serving.stages import STAGES, StreamSpec
-from swansphere.serving.triton_backend import TritonBackend, TritonUnavailableError
+from swansphere.serving.triton_backend import TritonBackend, TritonTLS, TritonUnavailableError
 from swansphere.serving.triton_export import (
     CHECKPOINT_FILE,
     checkpoint_path,
@@ -33,6 +35,7 @@ from swansphere.serving.triton_export import (
     read_repository_config,
     verify_checkpoint,
 )
+from swansphere.serving.tritonserver import TritonServer
 
 pytestmark = pytest.mark.servers
 TEXT = "a dog barks on the left"
@@ -323,3 +326,33 @@ def test_pipeline_over_triton_equals_embedded_generation(triton, triton_reposito
     expected_latent = (model.config.vae.latent_dim, model.config.patch_frames)
     with pytest.raises(LMStateLostError):  # the stage freed the stream's LM state at its end
         triton.spatial_lm("e2e-triton", 1, None, np.zeros((1, *expected_latent), np.float32), None)
+
+
+def test_mutual_tls_between_stages_and_triton(triton_repository, torch_backend, tmp_path):
+    """Triton with --grpc-use-ssl-mutual: a stage with a certificate from the release's CA gets the
+    same answers as in plaintext; a client without a certificate, or with one from another CA, is
+    refused (the backend reports not ready, never a wrong answer)."""
+    ca = write_certificate(tmp_path, "ca")
+    write_certificate(tmp_path, "triton", ca)
+    write_certificate(tmp_path, "stage", ca)
+    write_certificate(tmp_path, "intruder", write_certificate(tmp_path, "other-ca"))
+    server_tls = TritonTLS(tmp_path / "ca.pem", tmp_path / "triton.pem", tmp_path / "triton.key")
+    ports = (free_port(), free_port(), free_port())
+    with TritonServer(triton_repository, *ports, tmp_path / "triton.log", tls=server_tls) as server:
+        config = torch_backend.config
+        stage = TritonBackend(
+            server.url,
+            config,
+            tls=TritonTLS(tmp_path / "ca.pem", tmp_path / "stage.pem", tmp_path / "stage.key"),
+        )
+        frames = np.random.default_rng(0).random((3, 3, *config.svac.video.frame_size), dtype=np.float32)
+        assert stage.ready()
+        np.testing.assert_allclose(
+            stage.video_encoder(frames), torch_backend.video_encoder(frames), atol=1e-5
+        )
+        plaintext = TritonBackend(server.url, config, timeout_s=2.0)
+        intruder_tls = TritonTLS(tmp_path / "ca.pem", tmp_path / "intruder.pem", tmp_path / "intruder.key")
+        intruder = TritonBackend(server.url, config, timeout_s=2.0, tls=intruder_tls)
+        assert not plaintext.ready() and not intruder.ready()
+        for backend in (stage, plaintext, intruder):
+            backend.close()

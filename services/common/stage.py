@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.admin import AdminServicer
 from services.common.logging import configure_logging
@@ -18,7 +18,7 @@ from services.common.server import AddServicer, build_server, serve_forever
 from services.common.settings import ServiceSettings, load_settings
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import build_stages
-from swansphere.serving.triton_backend import TritonBackend
+from swansphere.serving.triton_backend import TritonBackend, TritonTLS
 from swansphere.serving.triton_export import read_repository_config
 from swansphere.serving.worker import StageWorker
 from swansphere.v1 import stages_pb2_grpc
@@ -38,6 +38,22 @@ class StageSettings(ServiceSettings):
     """Worker threads consuming the stage's topic; LocDiT and the decoder batch what each takes."""
     batch: int = Field(16, ge=1, le=1024)
     """Messages a worker takes per round."""
+    triton_tls: bool = False
+    """Reach Triton over mutual TLS, presenting tls_cert/tls_key and trusting tls_ca (Triton started
+    with --grpc-use-ssl-mutual and a certificate from the same CA)."""
+
+    @model_validator(mode="after")
+    def _triton_tls_needs_files(self) -> "StageSettings":
+        if self.triton_tls and self.tls_ca is None:
+            raise ValueError("SWANSPHERE_TRITON_TLS needs SWANSPHERE_TLS_CA, SWANSPHERE_TLS_CERT and TLS_KEY")
+        return self
+
+    def triton_tls_files(self) -> TritonTLS | None:
+        """The stage -> Triton hop's mutual TLS files, or None for plaintext."""
+        if not self.triton_tls or self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
+            return None
+        return TritonTLS(self.tls_ca, self.tls_cert, self.tls_key)
+
     min_idle_ms: int = Field(5000, ge=100)
     """Redis: a message unacked this long by a dead worker is claimed by a live one."""
     lock_lease_ms: int = Field(5000, ge=100)
@@ -53,7 +69,7 @@ def run_stage(
     settings = load_settings(StageSettings)
     configure_logging(name, settings.log_level)
     config = read_repository_config(settings.model_repository)
-    backend = TritonBackend(settings.triton_url, config)
+    backend = TritonBackend(settings.triton_url, config, tls=settings.triton_tls_files())
     transport = RedisTransport(settings.redis_url, min_idle_ms=settings.min_idle_ms)
     store = RedisStateStore(settings.redis_url, lock_lease_ms=settings.lock_lease_ms)
     stage = build_stages(backend, store)[name]

@@ -69,6 +69,10 @@ class KafkaTransport:
         self._consumers: dict[tuple[str, str, str], KafkaConsumer] = {}
         self._probes: dict[str, KafkaConsumer] = {}
         self._committed: dict[tuple[str, TopicPartition], int] = {}
+        self._held: dict[tuple[str, str, str], set[TopicPartition]] = {}
+        """Each consumer's partitions as of its last poll."""
+        self._unread: dict[tuple[str, str, str], set[TopicPartition]] = {}
+        """Partitions assigned to the consumer that have not yielded a record since."""
 
     def _consumer_config(self, group: str, client_id: str) -> dict[str, Any]:
         return {
@@ -103,8 +107,14 @@ class KafkaTransport:
             batches = kafka.poll(timeout_ms=max(block_ms, 0), max_records=count)
         except KafkaError as err:
             raise TransportError(f"receiving from {topic} on {self.bootstrap} failed: {err}") from None
+        # A newly assigned partition resumes from its last commit: its first records may have been
+        # handled by the member that held it before.
+        member = (topic, group, consumer)
+        held = set(kafka.assignment())
+        unread = (self._unread.get(member, set()) | (held - self._held.get(member, set()))) & held
+        self._held[member], self._unread[member] = held, unread - set(batches)
         deliveries = []
-        for records in batches.values():
+        for tp, records in batches.items():
             for record in records:
                 try:
                     message = decode(record.value)
@@ -112,7 +122,8 @@ class KafkaTransport:
                     # Skipped, not committed: the next ack on its partition settles it.
                     log.warning("skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, err)
                     continue
-                deliveries.append(Delivery(record.topic, message, f"{record.partition}:{record.offset}"))
+                receipt = f"{record.partition}:{record.offset}"
+                deliveries.append(Delivery(record.topic, message, receipt, tp in unread))
         return deliveries
 
     def ack(self, delivery: Delivery, group: str) -> None:

@@ -133,14 +133,14 @@ class RedisTransport:
                 self._ensure_group(key, group)
                 entries = self._read(key, group, consumer, count, block_ms)
         deliveries = []
-        for entry_id, fields in entries:
+        for entry_id, fields, redelivered in entries:
             receipt = entry_id.decode()
             try:
                 if not fields:
                     raise InputError("entry was trimmed (MAXLEN) before it was handled")
                 if FIELD not in fields:
                     raise InputError(f"entry has no {FIELD!r} field")
-                deliveries.append(Delivery(topic, decode(fields[FIELD]), receipt))
+                deliveries.append(Delivery(topic, decode(fields[FIELD]), receipt, redelivered))
             except InputError as err:
                 log.warning("dropping %s entry %s for group %s: %s", key, receipt, group, err)
                 with _reaching(self.url):
@@ -158,18 +158,20 @@ class RedisTransport:
         self._groups.add((key, group))
 
     def _read(self, key: str, group: str, consumer: str, count: int, block_ms: int) -> list:
+        """(entry id, fields, redelivered) of pending entries, then of new ones."""
         # Claimed entries join this consumer's pending list, so reading that list ("0") returns both,
         # oldest first.
         claimed = self._redis.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
         if len(claimed) > 2 and claimed[2]:  # Redis 7 drops pending entries the MAXLEN cap trimmed away
             log.warning("%s: %d entries pending for %s were trimmed unhandled", key, len(claimed[2]), group)
-        entries = _entries(self._redis.xreadgroup(group, consumer, {key: "0"}, count=count))
+        pending = _entries(self._redis.xreadgroup(group, consumer, {key: "0"}, count=count))
+        entries = [(entry_id, fields, True) for entry_id, fields in pending]
         if len(entries) < count:
             block = min(block_ms, self.max_block_ms) if not entries and block_ms > 0 else None
             fresh = self._redis.xreadgroup(
                 group, consumer, {key: ">"}, count=count - len(entries), block=block
             )
-            entries += _entries(fresh)
+            entries += [(entry_id, fields, False) for entry_id, fields in _entries(fresh)]
         return entries
 
     def ack(self, delivery: Delivery, group: str) -> None:

@@ -101,6 +101,13 @@ class Stage:
         """Process a batch of messages (possibly of several streams); returns what to publish."""
         raise TypeError(f"{type(self).__name__} must define handle()")
 
+    def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        """What a worker that died before acking `messages` may have computed from them but not
+        published. A stateful stage advances its stream's state before its worker publishes, so the
+        redelivered message alone would find nothing left to do. Duplicates are harmless (consumers
+        are idempotent on `Envelope.key`). Stateless stages recompute instead: nothing to replay."""
+        return []
+
 
 class VideoEncoderStage(Stage):
     """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take.
@@ -149,10 +156,33 @@ class VideoEncoderStage(Stage):
                 return []
             first = max(0, done - self.context_frames)
             window = np.stack([_unpack(self.store.get(stream, f"frame@{i}")) for i in range(first, count)])
-            tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)  # (count - first, Dv)
+            tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)[done - first :]
+            # Kept for `replay` before the state moves on.
+            self.store.set(stream, f"encoded@{done}", _pack(tokens))
+            self.store.append(stream, "encoded", f"{done}:{count}".encode())
             self.store.set(stream, "frames", str(count).encode())
         self.seconds[self.name] += time.perf_counter() - start
-        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens[done - first :]}))]
+        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens}))]
+
+    def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        """Every token message already sent that covers a redelivered message's frames."""
+        out = []
+        for message in messages:
+            if message.kind != "frames":
+                continue
+            stream, first, end = (
+                message.stream_id,
+                message.index,
+                message.index + len(message.tensors["frames"]),
+            )
+            for item in self.store.items(stream, "encoded"):
+                start, stop = (int(part) for part in item.decode().split(":"))
+                blob = self.store.get(stream, f"encoded@{start}")
+                if start < end and stop > first and blob is not None:
+                    out.append(
+                        (SPATIAL_LM, Envelope(stream, "tokens", start, tensors={"tokens": _unpack(blob)}))
+                    )
+        return out
 
 
 class SpatialLMStage(Stage):
@@ -202,10 +232,27 @@ class SpatialLMStage(Stage):
                 h = self._plan(stream, spec, t, tokens, previous)
                 self.seconds[self.name] += time.perf_counter() - start
                 out.append((LOCDIT, self._patch_message(stream, spec, t, h, total)))
+                self.store.set(stream, f"h@{t}", _pack(h))  # for `replay`, before the state moves on
                 t += 1
                 self.store.set(stream, "next", str(t).encode())
             if total is not None and t == math.ceil(total / self.config.patch_samples):
                 self.backend.end_stream(stream)
+        return out
+
+    def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
+        """The patch in flight of each redelivered message's stream: planned, its latents not back.
+        Patch t + 1 waits for z_t, so a stream has at most one."""
+        out = []
+        for stream in dict.fromkeys(message.stream_id for message in messages):
+            with self.store.lock(stream):
+                spec_json = self.store.get(stream, "spec")
+                t = int(self.store.get(stream, "next") or 0) - 1
+                h = self.store.get(stream, f"h@{t}")
+                if spec_json is None or h is None or self.store.get(stream, f"z@{t}") is not None:
+                    continue
+                spec = StreamSpec.from_json(spec_json)
+                total = self._total_samples(stream, spec)
+                out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total)))
         return out
 
     def _plan(

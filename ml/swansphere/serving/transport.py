@@ -21,6 +21,9 @@ class Delivery:
     message: Envelope
     receipt: str = ""
     """Redis entry id or Kafka "partition:offset"; empty for in-process queues."""
+    redelivered: bool = False
+    """Possibly handled before by a worker that died before acking (Redis: claimed or pending entries;
+    Kafka: the first records of a partition after it was assigned); see `Stage.replay`."""
 
 
 class Transport(Protocol):

@@ -14,6 +14,9 @@ batch for redelivery and back off.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -42,14 +45,37 @@ class TritonUnavailableError(RuntimeError):
     retryable, unlike bad input."""
 
 
+@dataclass(frozen=True)
+class TritonTLS:
+    """Mutual TLS on the stage -> Triton gRPC hop: the CA both sides trust and this side's own
+    certificate and key (PEM files). The server side is `TritonServer(tls=...)` or Triton's
+    `--grpc-use-ssl-mutual` flags."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def client_options(self) -> dict[str, Any]:
+        """`tritonclient.grpc.InferenceServerClient` keyword arguments."""
+        return {
+            "ssl": True,
+            "root_certificates": str(self.ca),
+            "private_key": str(self.key),
+            "certificate_chain": str(self.cert),
+        }
+
+
 class TritonBackend:
     """The four stage models of one Triton server; thread-safe (one gRPC channel)."""
 
-    def __init__(self, url: str, config: SwanSphereConfig, timeout_s: float = 30.0):
+    def __init__(
+        self, url: str, config: SwanSphereConfig, timeout_s: float = 30.0, tls: TritonTLS | None = None
+    ):
         self.url = url
         self.config = config
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        options = tls.client_options() if tls is not None else {}
+        self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS, **options)
         self._max_batch: dict[str, int] = {}
 
     def ready(self, timeout_s: float = 2.0) -> bool:

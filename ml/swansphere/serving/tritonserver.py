@@ -29,6 +29,7 @@ from tritonclient.utils import InferenceServerException
 import swansphere
 from swansphere.errors import InputError
 from swansphere.serving.stages import STAGES
+from swansphere.serving.triton_backend import TritonTLS
 
 STUB = "triton_python_backend_stub"
 EXIT_TIMEOUT_S = 5
@@ -57,11 +58,15 @@ class TritonServer:
         metrics_port: int,
         log_path: str | Path,
         models: Sequence[str] = STAGES,
+        tls: TritonTLS | None = None,
     ):
+        """With `tls`, gRPC is mutual TLS (this side's pair is the server's; clients must present a
+        certificate from `tls.ca`); HTTP and metrics stay on 127.0.0.1 for probes."""
         self.repository = Path(repository).resolve()
         self.grpc_port, self.http_port, self.metrics_port = grpc_port, http_port, metrics_port
         self.log_path = Path(log_path)
         self.models = tuple(models)
+        self.tls = tls
         self._process: subprocess.Popen | None = None
         self._work_dir: Path | None = None
 
@@ -104,6 +109,7 @@ class TritonServer:
             "--metrics-config=histogram_latencies=true",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             "--disable-auto-complete-config",
+            *self._tls_args(),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -175,6 +181,17 @@ class TritonServer:
             time.sleep(0.2)
         raise RuntimeError(f"tritonserver not ready within {timeout_s:g} s:\n{self._log_tail()}")
 
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--grpc-use-ssl=true",
+            "--grpc-use-ssl-mutual=true",
+            f"--grpc-server-cert={self.tls.cert}",
+            f"--grpc-server-key={self.tls.key}",
+            f"--grpc-root-cert={self.tls.ca}",
+        ]
+
     def _models_ready(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1.0):
@@ -182,7 +199,8 @@ class TritonServer:
         except OSError:
             return False
         try:
-            with grpcclient.InferenceServerClient(self.url) as client:
+            options = self.tls.client_options() if self.tls is not None else {}
+            with grpcclient.InferenceServerClient(self.url, **options) as client:
                 return client.is_server_ready(client_timeout=1.0) and all(
                     client.is_model_ready(name, client_timeout=1.0) for name in self.models
                 )

@@ -1,7 +1,8 @@
 """Runs one stage over a transport: receive a batch, handle it, publish the results, then ack.
 
 Acking after publishing gives at-least-once delivery; stages are idempotent on a message's key, so a
-worker that dies between the two only causes a redelivery. A message the stage rejects (InputError)
+worker that dies between the two only causes a redelivery, and a stateful stage first replays what the
+dead worker may have computed but not published (`Stage.replay`). A message the stage rejects (InputError)
 fails its own stream, not the worker: the stream gets an `error` message on its chunk topic, which
 the gateway turns into INVALID_ARGUMENT. Anything else (Triton or Redis down) leaves the batch
 unacked for redelivery and backs off.
@@ -49,10 +50,11 @@ class StageWorker:
         if not deliveries:
             return 0
         start = time.perf_counter()
+        outputs = self.stage.replay([d.message for d in deliveries if d.redelivered])
         try:
-            outputs = self.stage.handle([d.message for d in deliveries])
+            outputs += self.stage.handle([d.message for d in deliveries])
         except InputError:
-            outputs = self._one_by_one(deliveries)
+            outputs += self._one_by_one(deliveries)
         for topic, message in outputs:
             self.transport.publish(topic, message)
         for delivery in deliveries:
