@@ -172,10 +172,16 @@ class Supervisor:
                 str(p.redis),
                 "--bind",
                 "127.0.0.1",
+                "--dir",
+                str(data),
                 "--save",
                 "",
+                # Append-only file: a Redis the supervisor restarts comes back with the streams,
+                # consumer groups, pending entries and stage state it had (docs/reliability.md).
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
             ],
             {},
         )

@@ -21,6 +21,7 @@ from services.gateway import convert
 from swansphere.client import pack_audio, unpack_audio
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.errors import InputError
+from swansphere.serving.redis_streams import TransportError
 from swansphere.serving.session import StreamFailedError, StreamSession
 from swansphere.serving.stages import StreamSpec
 from swansphere.serving.state import StateStore
@@ -130,12 +131,17 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         )
         start = last_activity = time.monotonic()
         reader = _FrameReader(session, spec, requests)
-        session.start()
+        try:
+            session.start()
+        except TransportError as err:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{err}; retry")
         reader.start()
         first_chunk_s, chunks, samples = None, 0, 0
         while not session.done:
             if reader.error is not None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(reader.error))
+            if reader.unavailable is not None:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{reader.unavailable}; retry")
             if not context.is_active():
                 log.info("stream cancelled by the client", extra={"stream_id": spec.stream_id})
                 return
@@ -143,6 +149,11 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
                 ready = session.take_chunks(self.consumer, block_ms=POLL_MS)
             except StreamFailedError as err:
                 context.abort(getattr(grpc.StatusCode, err.code, grpc.StatusCode.INTERNAL), str(err))
+            except TransportError as err:
+                # Redis restarting: wait for it; the stall timeout below bounds the wait.
+                log.warning("chunks unreachable: %s", err, extra={"stream_id": spec.stream_id})
+                time.sleep(POLL_MS / 1000)
+                ready = []
             now = time.monotonic()
             if ready or reader.last_frame_at > last_activity:
                 last_activity = max(now if ready else 0.0, reader.last_frame_at)
@@ -175,6 +186,10 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         )
 
 
+PUBLISH_RETRY_S = 10.0
+"""How long the gateway retries handing a client's message on while the message server restarts."""
+
+
 class _FrameReader(threading.Thread):
     """Reads the client's messages after the config: frames into the pipeline, then the end."""
 
@@ -184,6 +199,8 @@ class _FrameReader(threading.Thread):
         self.spec = spec
         self.requests = requests
         self.error: InputError | None = None
+        self.unavailable: TransportError | None = None
+        """Set when the message server stayed unreachable for PUBLISH_RETRY_S."""
         self.last_frame_at = time.monotonic()
 
     def run(self) -> None:
@@ -197,10 +214,25 @@ class _FrameReader(threading.Thread):
                 if self.spec.duration_s is not None:
                     raise InputError("a text-only stream (config.duration_s > 0) takes no video")
                 frames: np.ndarray = convert.frames(request.video, self.session.frames_sent)
-                self.session.send_frames(frames)
+                self._publish(self.session.send_frames, frames)
                 self.last_frame_at = time.monotonic()
-            self.session.end()
+            self._publish(self.session.end)
         except InputError as err:
             self.error = err
+        except TransportError as err:
+            self.unavailable = err
         except grpc.RpcError:
             log.info("client went away while sending frames", extra={"stream_id": self.spec.stream_id})
+
+    def _publish(self, send: Callable[..., None], *args: object) -> None:
+        """`send(*args)`, retried while the message server restarts (a message sent twice is harmless:
+        consumers are idempotent on its key)."""
+        deadline = time.monotonic() + PUBLISH_RETRY_S
+        while True:
+            try:
+                send(*args)
+                return
+            except TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
