@@ -12,9 +12,10 @@ from helpers_model import tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.server import server_options
 from services.gateway.server import PipelineHealth
 from services.gateway.servicer import GatewayServicer
-from swansphere.client import SwanSphereClient, generate_requests
+from swansphere.client import MAX_MESSAGE_BYTES, SwanSphereClient, generate_requests
 from swansphere.engine import GenerationSettings, generate
 from swansphere.models.sampler import Guidance
 from swansphere.serving.backend import TorchBackend
@@ -53,7 +54,7 @@ def gateway(model):
         stall_timeout_s=30.0,
         ready=lambda: None,
     )
-    server = grpc.server(ThreadPoolExecutor(8))
+    server = grpc.server(ThreadPoolExecutor(8), options=server_options())  # the services' message limits
     pb_grpc.add_SwanSphereServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -131,6 +132,16 @@ def test_bad_frames_are_invalid_argument(gateway, frames):
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.Generate(iter([pb.GenerateRequest(video=requests[1].video)]), timeout=10))
         assert "first message must be a config" in caught.value.details()
+
+
+def test_a_message_over_the_size_limit_is_refused_with_resource_exhausted(gateway, frames):
+    address, _ = gateway
+    requests = list(generate_requests(pb.GenerateConfig(steps=STEPS), frames[:1], 1))
+    requests[1].video.frames[0].data = bytes(MAX_MESSAGE_BYTES + 1)
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+        list(pb_grpc.SwanSphereStub(channel).Generate(iter(requests), timeout=60))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in caught.value.details()
 
 
 def test_streams_beyond_the_limit_are_resource_exhausted(gateway, frames):

@@ -213,6 +213,7 @@ def test_every_container_is_locked_down_and_bounded(chart, variant):
 def test_services_run_real_stages_with_grpc_health_probes(chart, variant):
     values = VARIANTS[variant]
     tls = values.get("tls", {}).get("enabled", False)
+    mutual = tls and values["tls"].get("mutual", False)
     deployments = service_deployments(render(chart, values))
     assert sorted(deployments) == sorted(SERVICES)
     for service, deployment in deployments.items():
@@ -224,12 +225,15 @@ def test_services_run_real_stages_with_grpc_health_probes(chart, variant):
         assert env["SWANSPHERE_METRICS_PORT"] == str(ports["metrics"]), service
         assert env["SWANSPHERE_HOST"] == "0.0.0.0", service
         readiness = container["readinessProbe"]
-        if tls and service == "gateway":
+        if mutual or (tls and service == "gateway"):
             command = readiness["exec"]["command"]
             assert command[0] == "grpc_health_probe" and "-tls" in command, service
             assert f"-addr=127.0.0.1:{ports['grpc']}" in command, service
             assert "-tls-client-cert=/etc/swansphere/tls/tls.crt" in command, service
             assert env["SWANSPHERE_TLS_CA"] == "/etc/swansphere/tls/ca.crt", service
+            assert env["SWANSPHERE_TLS_CERT"] == "/etc/swansphere/tls/tls.crt", service
+            # Mutual TLS on every hop: the stages also reach Triton over it.
+            assert env.get("SWANSPHERE_TRITON_TLS") == (None if service == "gateway" else "true"), service
         else:
             assert readiness["grpc"]["port"] == ports["grpc"], service
             assert not any(name.startswith("SWANSPHERE_TLS_") for name in env), service
@@ -237,6 +241,23 @@ def test_services_run_real_stages_with_grpc_health_probes(chart, variant):
             assert container[probe]["tcpSocket"]["port"] == "grpc", f"{service} {probe}"
         grace = float(env["SWANSPHERE_SHUTDOWN_GRACE_S"])
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace, service
+
+
+def test_mutual_tls_reaches_triton(chart):
+    """With tls.mutual, Triton serves gRPC over mutual TLS with the release's Secret."""
+    documents = render(chart, VARIANTS["everything"])
+    spec = of_kind(documents, "Deployment")[f"{RELEASE}-triton"]["spec"]["template"]["spec"]
+    args = spec["containers"][0]["args"]
+    assert {
+        "--grpc-use-ssl=true",
+        "--grpc-use-ssl-mutual=true",
+        "--grpc-root-cert=/etc/swansphere/tls/ca.crt",
+    } <= set(args)
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["tls"] == "/etc/swansphere/tls"
+    assert {v["name"]: v for v in spec["volumes"]}["tls"]["secret"]["secretName"] == "swansphere-tls"
+    plain = of_kind(render(chart, {}), "Deployment")[f"{RELEASE}-triton"]["spec"]["template"]["spec"]
+    assert not any(arg.startswith("--grpc-use-ssl") for arg in plain["containers"][0]["args"])
 
 
 def test_gateway_and_stages_reach_real_services(chart):
