@@ -176,6 +176,8 @@ def test_redis_killed_mid_stream_comes_back_from_its_append_only_file(cluster, c
     os.kill(int((run_dir / "redis.pid").read_text()), signal.SIGKILL)
     thread.join(timeout=240)
     assert not thread.is_alive(), "the stream hung after Redis came back"
+    outcome = f"ended with {errors[0].code().name}" if errors else f"completed: {len(chunks)} chunks"
+    print(f"Redis SIGKILLed mid-stream: the stream {outcome}")
     if errors:
         assert [err.code() for err in errors] == [grpc.StatusCode.UNAVAILABLE]
     else:
