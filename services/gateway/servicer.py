@@ -113,7 +113,10 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         try:
             yield from self._stream(session, spec, output_format, requests, context)
         finally:
-            session.close()
+            try:
+                session.close()
+            except TransportError as err:  # Redis down: the stream's keys expire on their own
+                log.warning("could not forget the stream: %s", err, extra={"stream_id": stream_id})
             ACTIVE_STREAMS.dec()
             self.active_streams -= 1
             self._slots.release()
