@@ -12,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from swansphere.cli.output import emit
+from swansphere.cli.source import check_source
 from swansphere.client import PCM16_SCALE, ProtocolError, SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
@@ -50,10 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.video is None and args.seconds is None:
-        raise InputError("give --video, or --text with --seconds for text-only generation")
-    if args.seconds is not None and args.seconds <= 0:
-        raise InputError(f"--seconds must be > 0, got {args.seconds}")
+    check_source(args)
     if (args.h_guidance is None) != (args.context_guidance is None):
         raise InputError("give both --h-guidance and --context-guidance, or neither (server defaults)")
     target = args.target or _gateway_address()

@@ -11,6 +11,7 @@ import torch
 from swansphere.audio import read_foa, write_audio
 from swansphere.checkpoint import load_checkpoint
 from swansphere.cli.output import emit
+from swansphere.cli.source import check_source
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.doa import segment_doa
 from swansphere.engine import GenerationSettings, StreamingGenerator
@@ -59,10 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.video is None and args.seconds is None:
-        raise InputError("give --video, or --text with --seconds for text-only generation")
-    if args.seconds is not None and args.seconds <= 0:
-        raise InputError(f"--seconds must be > 0, got {args.seconds}")
+    check_source(args)
     reference = _reference_trajectory(args)
     try:
         settings = GenerationSettings(
