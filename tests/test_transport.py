@@ -239,6 +239,8 @@ def test_state_store_values_lists_and_delete(store, redis_url):
     assert store.set_once("s1", "spec", b"{}") is True
     assert store.set_once("s1", "spec", b"other") is False
     assert store.get("s1", "spec") == b"{}"
+    assert store.get_many("s1", ["spec", "absent", "next"]) == [b"{}", None, b"4"]
+    assert store.get_many("s1", []) == []
     assert [store.append("s1", "frames", bytes([i])) for i in range(3)] == [1, 2, 3]
     store.append("s1", "z", b"\x00\xff")
     assert store.items("s1", "frames") == [b"\x00", b"\x01", b"\x02"]

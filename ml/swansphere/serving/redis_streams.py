@@ -254,6 +254,12 @@ class RedisStateStore:
         with _reaching(self.url):
             return self._redis.hget(self._base(stream_id), key)
 
+    def get_many(self, stream_id: str, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with _reaching(self.url):
+            return self._redis.hmget(self._base(stream_id), keys)
+
     def set(self, stream_id: str, key: str, value: bytes) -> None:
         self._write(stream_id, lambda pipe: pipe.hset(self._base(stream_id), key, value))
 

@@ -155,7 +155,10 @@ class VideoEncoderStage(Stage):
             if count == done:
                 return []
             first = max(0, done - self.context_frames)
-            window = np.stack([_unpack(self.store.get(stream, f"frame@{i}")) for i in range(first, count)])
+            blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, count)])
+            if any(blob is None for blob in blobs):
+                raise InputError(f"video_encoder: stream {stream} lost frames {first}..{count - 1} (expired)")
+            window = np.stack([_unpack(blob) for blob in blobs if blob is not None])
             tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)[done - first :]
             # Kept for `replay` before the state moves on.
             self.store.set(stream, f"encoded@{done}", _pack(tokens))
@@ -217,13 +220,13 @@ class SpatialLMStage(Stage):
     def _advance(self, stream: str) -> list[tuple[str, Envelope]]:
         out = []
         with self.store.lock(stream):
-            spec_json = self.store.get(stream, "spec")
+            spec_json, next_patch = self.store.get_many(stream, ["spec", "next"])
             if spec_json is None:
                 return []
             spec = StreamSpec.from_json(spec_json)
             tokens = self._tokens(stream)
             total = self._total_samples(stream, spec)
-            t = int(self.store.get(stream, "next") or 0)
+            t = int(next_patch or 0)
             while t < self._ready_patches(stream, t, tokens, spec):
                 previous = self._latents(stream, t - 1, 1)
                 if t > 0 and previous is None:
@@ -305,10 +308,10 @@ class SpatialLMStage(Stage):
         """Latents of patches first .. first+n-1 (n, D, P); None if any is missing or n is 0."""
         if first < 0 or n <= 0:
             return None
-        blobs = [self.store.get(stream, f"z@{i}") for i in range(first, first + n)]
+        blobs = self.store.get_many(stream, [f"z@{i}" for i in range(first, first + n)])
         if any(blob is None for blob in blobs):
             return None
-        return np.stack([_unpack(blob) for blob in blobs])
+        return np.stack([_unpack(blob) for blob in blobs if blob is not None])
 
     def _total_samples(self, stream: str, spec: StreamSpec) -> int | None:
         if spec.duration_s is not None:

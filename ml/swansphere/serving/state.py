@@ -14,6 +14,10 @@ from typing import Protocol
 class StateStore(Protocol):
     def get(self, stream_id: str, key: str) -> bytes | None: ...
 
+    def get_many(self, stream_id: str, keys: list[str]) -> list[bytes | None]:
+        """`get` of each key, in one round trip."""
+        ...
+
     def set(self, stream_id: str, key: str, value: bytes) -> None: ...
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
@@ -45,6 +49,10 @@ class MemoryStateStore:
 
     def get(self, stream_id: str, key: str) -> bytes | None:
         return self._values[stream_id].get(key)
+
+    def get_many(self, stream_id: str, keys: list[str]) -> list[bytes | None]:
+        values = self._values[stream_id]
+        return [values.get(key) for key in keys]
 
     def set(self, stream_id: str, key: str, value: bytes) -> None:
         self._values[stream_id][key] = value
