@@ -297,9 +297,14 @@ class SpatialLMStage(Stage):
         return self.config.vae.latent_dim, self.config.patch_frames
 
     def _tokens(self, stream: str) -> np.ndarray | None:
-        """The stream's video tokens so far, contiguous from frame 0 (T, Dv); None before the first."""
-        chunks, count = [], 0
+        """The stream's video tokens so far, contiguous from frame 0 (T, Dv); None before the first.
+        Chunks join the list `tokens` once they are contiguous, so a patch reads them in one round
+        trip however long the stream; the list is its own pointer (a retry after a crash between
+        two appends recomputes where it ended). Call under the stream's lock."""
+        chunks = [_unpack(blob) for blob in self.store.items(stream, "tokens")]
+        count = sum(len(chunk) for chunk in chunks)
         while (blob := self.store.get(stream, f"tokens@{count}")) is not None:
+            self.store.append(stream, "tokens", blob)
             chunks.append(_unpack(blob))
             count += len(chunks[-1])
         return np.concatenate(chunks) if chunks else None
