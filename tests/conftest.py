@@ -59,6 +59,19 @@ def serving(
             process.wait()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module of tiny-model tests: their ops are too small to gain
+    from threads, and on a shared 2-core runner threads that wait on each other run up to 10x slower.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """`moto_server` on 127.0.0.1 and a free port for the whole session; yields its URL."""

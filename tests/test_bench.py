@@ -21,13 +21,7 @@ from swansphere.serving.backend import TorchBackend
 STAGE_KEYS = {"spatial_lm_s", "locdit_s", "video_encoder_s", "vae_decoder_s"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny operations gain nothing from a second thread on cores that other work shares."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,33 @@ def test_four_concurrent_streams_each_get_their_own_audio(cluster, clip):
         assert np.max(np.abs(audio - expected)) <= 1e-4
 
 
+def stream_while_killing(
+    address: str, frames: np.ndarray, seed: int, pid_file: Path, retries: int | None = None
+) -> tuple[list, list[Exception], bool]:
+    """Streams `frames` (long enough to be still running when the kill lands) and SIGKILLs the
+    process in `pid_file` once 3 chunks came; returns the chunks, the call's errors and whether the
+    call was still running 240 s later."""
+    chunks: list = []
+    errors: list[Exception] = []
+    options = {} if retries is None else {"retries": retries}
+
+    def run() -> None:
+        try:
+            with SwanSphereClient(address, timeout_s=240, **options) as client:
+                chunks.extend(client.generate(frames, seed=seed, steps=STEPS, frames_per_message=2))
+        except Exception as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while len(chunks) < 3 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    thread.join(timeout=240)
+    return chunks, errors, thread.is_alive()
+
+
 @pytest.mark.parametrize(
     "stage",
     [
@@ -119,26 +146,10 @@ def test_a_stage_killed_mid_stream_loses_no_chunk(cluster, clip, stage):
     unacked messages to the new one (XAUTOCLAIM), and the client still gets every chunk once, in order,
     with the embedded audio."""
     address, run_dir, model = cluster
-    frames = np.concatenate([clip.frames] * 4)  # 12 s, 65 patches: still running when the kill lands
-    chunks: list = []
-    errors: list = []
-
-    def run() -> None:
-        try:
-            with SwanSphereClient(address, timeout_s=240) as client:
-                chunks.extend(client.generate(frames, seed=21, steps=STEPS, frames_per_message=2))
-        except Exception as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while len(chunks) < 3 and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    frames = np.concatenate([clip.frames] * 4)
     old = int((run_dir / f"{stage}.pid").read_text())
-    os.kill(old, signal.SIGKILL)
-    thread.join(timeout=240)
-    assert not errors, errors
+    chunks, errors, hung = stream_while_killing(address, frames, seed=21, pid_file=run_dir / f"{stage}.pid")
+    assert not hung and not errors, errors
     assert len(chunks) == 65
     restarted = time.monotonic() + 60
     while int((run_dir / f"{stage}.pid").read_text()) == old and time.monotonic() < restarted:
@@ -158,24 +169,11 @@ def test_redis_killed_mid_stream_comes_back_from_its_append_only_file(cluster, c
     hang; the next stream is served as before."""
     address, run_dir, model = cluster
     frames = np.concatenate([clip.frames] * 4)
-    chunks: list = []
-    errors: list = []
-
-    def run() -> None:
-        try:
-            with SwanSphereClient(address, timeout_s=240, retries=0) as client:
-                chunks.extend(client.generate(frames, seed=22, steps=STEPS, frames_per_message=2))
-        except grpc.RpcError as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while len(chunks) < 3 and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(int((run_dir / "redis.pid").read_text()), signal.SIGKILL)
-    thread.join(timeout=240)
-    assert not thread.is_alive(), "the stream hung after Redis came back"
+    chunks, errors, hung = stream_while_killing(
+        address, frames, seed=22, pid_file=run_dir / "redis.pid", retries=0
+    )
+    assert not hung, "the stream hung after Redis came back"
+    assert all(isinstance(err, grpc.RpcError) for err in errors), errors
     outcome = f"ended with {errors[0].code().name}" if errors else f"completed: {len(chunks)} chunks"
     print(f"Redis SIGKILLed mid-stream: the stream {outcome}")
     if errors:

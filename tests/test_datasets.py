@@ -39,13 +39,7 @@ FRAME_SIZE = (16, 32)
 CONFIG = SynthConfig(seconds=2.0, width=64, max_sources=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and one thread is not slowed by other processes."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

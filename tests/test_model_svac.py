@@ -36,13 +36,7 @@ MIN_LATENT = 44
 """Shortest clip for 1 s circular shifts either way: 2 · ceil(21.53)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner, 2 threads that wait on each other run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_svac(seed: int = 0) -> SVAC:
