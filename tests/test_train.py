@@ -20,6 +20,7 @@ from swansphere.models.swansphere import SwanSphere, preset
 from swansphere.synth import SynthConfig, write_dataset
 from swansphere.train.cli import main
 from swansphere.train.trainer import safetensors_metadata, seeded_batches
+from swansphere.train.vae_job import intensity_direction_loss
 
 pytestmark = pytest.mark.servers
 
@@ -71,7 +72,7 @@ def test_two_process_vae_job_runs_and_resumes_the_same_mlflow_run(clips, tmp_pat
         tmp_path,
         job="vae",
         steps=2,
-        vae={"discriminator_start": 1, "stft_fft_sizes": [512, 128]},
+        vae={"discriminator_start": 1, "stft_fft_sizes": [512, 128], "doa_weight": 1.0},
         **common(clips, tmp_path / "vae", tracking),
     )
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2"]
@@ -90,10 +91,21 @@ def test_two_process_vae_job_runs_and_resumes_the_same_mlflow_run(clips, tmp_pat
     client = MlflowClient(tracking)
     history = client.get_metric_history(first_run, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
-    assert {"loss.discriminator", "loss.adversarial", "loss.feature_matching"} <= set(
+    assert {"loss.discriminator", "loss.adversarial", "loss.feature_matching", "loss.doa"} <= set(
         client.get_run(first_run).data.metrics
     )
     assert load_checkpoint(tmp_path / "vae" / "final.safetensors").config.vae == preset("tiny").vae
+
+
+def test_the_doa_loss_is_zero_for_the_same_direction_and_two_for_the_opposite_one():
+    w = torch.randn(2, 1, 8192, generator=torch.Generator().manual_seed(0))
+    x, y, z = torch.tensor([[0.6, 0.0, 0.8], [0.0, -1.0, 0.0]]).T[..., None, None]  # one direction per clip
+    foa = torch.cat([w, w * y, w * z, w * x], dim=1)  # AmbiX W, Y, Z, X: a plane wave per clip
+    flipped = foa * torch.tensor([1.0, -1.0, -1.0, -1.0])[:, None]
+    assert intensity_direction_loss(0.3 * foa, foa).item() == pytest.approx(0.0, abs=1e-5)  # level-blind
+    assert intensity_direction_loss(flipped, foa).item() == pytest.approx(2.0, abs=1e-5)
+    swapped = foa.flip(0)  # each clip gets the other's direction, at right angles to its own
+    assert intensity_direction_loss(swapped, foa).item() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(clips, tiny_checkpoint, tmp_path):

@@ -22,6 +22,9 @@ N_FFT = 1024
 HOP = 512
 """STFT hop: half a frame, so every Hann-windowed sample is seen twice."""
 
+BAND_HZ = (500.0, 8000.0)
+"""Frequencies the segment protocol reads the direction from (App. A.2)."""
+
 MAX_DISTANCE_M = 100.0
 """Distance reported for segments 40 dB or more below the reference (and for silence)."""
 
@@ -47,7 +50,7 @@ def segment_doa(
     foa: np.ndarray,
     sample_rate: int = SAMPLE_RATE,
     segment_s: float = 1.0,
-    band_hz: tuple[float, float] = (500.0, 8000.0),
+    band_hz: tuple[float, float] = BAND_HZ,
     smooth_window: int = 3,
     *,
     reference_energy: float | None = None,

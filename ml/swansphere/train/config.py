@@ -67,6 +67,10 @@ class VAEJobConfig(_Section):
     spatial_weight: float = Field(1.0, ge=0)
     """MR-STFT on W±X, W±Y, W±Z: the FOA analogue of Stable Audio's sum/difference stereo loss; it
     makes channel signs (the direction) part of a magnitude loss."""
+    doa_weight: float = Field(0.0, ge=0)
+    """1 − cosine between the reconstruction's and the input's STFT intensity direction per frame
+    (eq. 5 of the DoA protocol), weighted by the input's intensity: the direction, trained directly.
+    App. B.1 has no such term; the tiny VAE's magnitude losses alone left its directions wrong."""
     adversarial_weight: float = Field(0.1, ge=0)
     feature_weight: float = Field(5.0, ge=0)
     deterministic_steps: int = Field(0, ge=0)
