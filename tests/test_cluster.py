@@ -273,4 +273,6 @@ def test_the_service_benchmark_reports_service_against_embedded(cluster):
             report[section][key] > 0 for key in ("time_to_first_chunk_s", "real_time_factor", "per_patch_s")
         )
     assert report["patches"] == 6 and report["concurrency"]["streams"] == 2
+    live = report["concurrency"]["live"]
+    assert live["time_to_first_chunk_p99_s"] >= live["time_to_first_chunk_p50_s"] > 0
     assert isinstance(report["added_per_patch_s"], float)

@@ -216,3 +216,31 @@ def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
     whole = TorchBackend(model).video_encoder(model_frames(frames, (64, 128)).numpy())
     assert stage.context_frames < 23 and streamed.shape == whole.shape
     assert np.max(np.abs(streamed - whole)) <= 1e-5
+
+
+def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(model):
+    """Two streams send 12 frames at once: the first pass encodes each stream's first frames only,
+    the rest follow from the stage's own `encode` message, and the tokens are still the whole clip's."""
+    clips = {
+        name: (np.random.default_rng(seed).random((12, 64, 128, 3)) * 255).astype(np.uint8)
+        for name, seed in (("a", 5), ("b", 6))
+    }
+    stage = build_stages(TorchBackend(model), MemoryStateStore())["video_encoder"]
+    first = stage.handle(
+        [Envelope(name, "frames", 0, tensors={"frames": clip}) for name, clip in clips.items()]
+    )
+    tokens = [m for topic, m in first if topic == "spatial_lm"]
+    nudges = [m for topic, m in first if topic == "video_encoder"]
+    assert [(m.stream_id, m.index, len(m.tensors["tokens"])) for m in tokens] == [("a", 0, 2), ("b", 0, 2)]
+    assert [(m.stream_id, m.kind, m.index) for m in nudges] == [("a", "encode", 2), ("b", "encode", 2)]
+    rest = stage.handle(nudges)
+    assert [(m.stream_id, m.index, len(m.tensors["tokens"])) for _, m in rest] == [("a", 2, 10), ("b", 2, 10)]
+    assert stage.handle(nudges) == []  # a redelivered nudge finds nothing new ...
+    replayed = stage.replay(nudges[:1])  # ... and replay re-sends what it may have lost
+    assert [(m.stream_id, m.index) for _, m in replayed] == [("a", 2)]
+    for name, clip in clips.items():
+        streamed = np.concatenate(
+            [m.tensors["tokens"] for m in tokens + [m for _, m in rest] if m.stream_id == name]
+        )
+        whole = TorchBackend(model).video_encoder(model_frames(clip, (64, 128)).numpy())
+        assert np.max(np.abs(streamed - whole)) <= 1e-5

@@ -94,8 +94,8 @@ def test_the_same_publish_receive_ack_contract_holds_behind_every_transport(any_
     """What the stage classes rely on, whichever transport runs behind them."""
     topic, group = unique("stage"), "workers"
     sent = [message("stream-a", i, seed=i) for i in range(3)]
-    for item in sent:
-        any_transport.publish(topic, item)
+    any_transport.publish(topic, sent[0])
+    any_transport.publish_all([(topic, item) for item in sent[1:]])
     assert any_transport.depth(topic, group) == 3
 
     got = receive_all(any_transport, topic, group, "w1", 3)
@@ -103,8 +103,8 @@ def test_the_same_publish_receive_ack_contract_holds_behind_every_transport(any_
     for delivery, item in zip(got, sent, strict=True):  # one stream: in order
         assert delivery.topic == topic
         assert_same(delivery.message, item)
-    for delivery in got:
-        any_transport.ack(delivery, group)
+    any_transport.ack(got[:1], group)
+    any_transport.ack(got[1:], group)  # one call for several
     assert any_transport.depth(topic, group) == 0
     assert any_transport.receive(topic, group, "w1", count=10, block_ms=200) == []
     any_transport.delete(topic)
@@ -118,7 +118,7 @@ def test_redis_round_trip_is_bit_exact_and_depth_counts_until_the_ack(redis_tran
     assert_same(delivery.message, sent)
     assert delivery.receipt  # the entry id
     assert redis_transport.depth("video_encoder", "stage") == 1  # delivered, not acked
-    redis_transport.ack(delivery, "stage")
+    redis_transport.ack([delivery], "stage")
     assert redis_transport.depth("video_encoder", "stage") == 0
     assert redis_transport.depth("nothing-here", "stage") == 0
     raw = redis.Redis.from_url(redis_transport.url)
@@ -167,7 +167,7 @@ def test_a_dead_consumers_messages_go_to_another_after_min_idle_and_an_ack_ends_
     assert [d.message.key for d in taken] == [d.message.key for d in died]  # what consumers dedupe on
     assert all(d.redelivered for d in taken)  # stateful stages replay what the dead one lost
     for delivery in taken:
-        redis_transport.ack(delivery, "stage")
+        redis_transport.ack([delivery], "stage")
     assert redis_transport.depth("vae_decoder", "stage") == 0
 
     time.sleep(0.3)
@@ -185,7 +185,7 @@ def test_malformed_entries_are_acked_and_dropped_with_a_warning(redis_transport,
         deliveries = redis_transport.receive("topic", "stage", "w", count=10, block_ms=100)
     assert [d.message.index for d in deliveries] == [4]
     assert "bad magic" in caplog.text and "no b'm' field" in caplog.text
-    redis_transport.ack(deliveries[0], "stage")
+    redis_transport.ack([deliveries[0]], "stage")
     assert redis_transport.depth("topic", "stage") == 0  # the dropped ones were acked too
 
 
@@ -337,18 +337,16 @@ def test_kafka_round_trip_keeps_each_streams_order_and_acks_commit(kafka_transpo
     for delivery in got:
         assert_same(delivery.message, by_key[delivery.message.key])
 
-    for delivery in got[:5]:
-        kafka_transport.ack(delivery, group)
+    kafka_transport.ack(got[:5], group)
     assert 0 < kafka_transport.depth(topic, group) < len(sent)
-    for delivery in got:
-        kafka_transport.ack(delivery, group)
+    kafka_transport.ack(got, group)  # the first five again: a committed offset never moves back
     assert kafka_transport.depth(topic, group) == 0
     kafka_transport.publish(topic, message("a", 4))
     (later,) = receive_all(kafka_transport, topic, group, "w1", 1)
     assert later.message.index == 4 and not later.redelivered
-    kafka_transport.ack(later, group)
+    kafka_transport.ack([later], group)
     with pytest.raises(InputError, match="receipt"):
-        kafka_transport.ack(Delivery(topic, sent[0], "1-0"), group)
+        kafka_transport.ack([Delivery(topic, sent[0], "1-0")], group)
 
 
 def test_event_log_records_requests_and_chunks_without_audio(kafka_transport, kafka_broker):

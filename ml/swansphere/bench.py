@@ -395,26 +395,32 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
     """Service mode (issue 7, part 2): the same synthetic clip streamed through a running gateway, once
     alone and as `settings.streams` concurrent streams, against the embedded pipeline with a model of
     the same preset in this process, in the same run. The gateway's model must be of that preset
-    (`make up` serves tiny); weights do not matter for timing."""
+    (`make up` serves tiny); weights do not matter for timing.
+
+    Concurrency twice: streams that send their whole clip at once (a burst: each stream's later
+    patches compete with the others' first), and live streams that send frames at 4 fps, as cameras
+    do (`concurrency.live`), the case the embedded bench's lockstep streams stand for."""
     config = preset(settings.preset)
     frames = synthetic_video(config, settings.seconds, settings.seed)
     generation = GenerationSettings(seed=settings.seed, steps=settings.steps)
 
-    def stream(client: SwanSphereClient, seed: int) -> tuple[float, float, int]:
+    def stream(client: SwanSphereClient, seed: int, realtime: bool = False) -> tuple[float, float, int]:
         start = time.perf_counter()
         first, patches = None, 0
-        for _ in client.generate(frames, seed=seed, steps=settings.steps, frames_per_message=1):
+        chunks = client.generate(
+            frames, seed=seed, steps=settings.steps, frames_per_message=1, realtime=realtime
+        )
+        for _ in chunks:
             first = first if first is not None else time.perf_counter() - start
             patches += 1
         assert first is not None
         return first, time.perf_counter() - start, patches
 
-    with SwanSphereClient(target, timeout_s=600) as client:
-        stream(client, settings.seed)  # warm-up: models, connections, caches
-        first, wall, patches = stream(client, settings.seed)
+    def concurrently(client: SwanSphereClient, realtime: bool) -> tuple[list[float], float]:
+        """First-chunk times of `settings.streams` streams started together, and their wall time."""
         results: list[tuple[float, float, int]] = []
         threads = [
-            threading.Thread(target=lambda i=i: results.append(stream(client, settings.seed + i)))
+            threading.Thread(target=lambda i=i: results.append(stream(client, settings.seed + i, realtime)))
             for i in range(settings.streams)
         ]
         start = time.perf_counter()
@@ -422,14 +428,20 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
             thread.start()
         for thread in threads:
             thread.join()
-        concurrent_wall = time.perf_counter() - start
+        return [r[0] for r in results], time.perf_counter() - start
+
+    with SwanSphereClient(target, timeout_s=600) as client:
+        stream(client, settings.seed)  # warm-up: models, connections, caches
+        first, wall, patches = stream(client, settings.seed)
+        firsts, concurrent_wall = concurrently(client, realtime=False)
+        live_first = stream(client, settings.seed, realtime=True)[0]
+        live_firsts, _ = concurrently(client, realtime=True)
     torch.set_num_threads(settings.threads or 1)
     model = build_model(config, settings.seed, torch.device("cpu"))
     run_streams(TorchBackend(model), frames[:8], 1, generation)  # warm-up
     embedded = run_streams(TorchBackend(model), frames, 1, generation)
     audio_s = frames.shape[0] / VIDEO_FPS
     embedded_per_patch = embedded.wall_s / embedded.patches
-    firsts = [r[0] for r in results]
     return {
         "mode": "service",
         "target": target,
@@ -454,6 +466,12 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
             "time_to_first_chunk_p99_s": float(np.percentile(firsts, 99)),
             "p99_over_single": float(np.percentile(firsts, 99)) / first,
             "aggregate_real_time_factor": concurrent_wall / (settings.streams * audio_s),
+            "live": {
+                "time_to_first_chunk_single_s": live_first,
+                "time_to_first_chunk_p50_s": float(np.percentile(live_firsts, 50)),
+                "time_to_first_chunk_p99_s": float(np.percentile(live_firsts, 99)),
+                "p99_over_single": float(np.percentile(live_firsts, 99)) / live_first,
+            },
         },
         "machine": machine_info(torch.device("cpu")),
     }

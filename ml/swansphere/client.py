@@ -184,13 +184,17 @@ def generate_config(
 
 
 def generate_requests(
-    config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int
+    config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int, realtime: bool = False
 ) -> Iterator[pb.GenerateRequest]:
     """config, then the frames in messages of `frames_per_message`, then end; built lazily, so a long
-    video is not copied into messages all at once."""
+    video is not copied into messages all at once. `realtime` holds each message back until its
+    first frame's time (4 fps from the first), as a live camera sends them."""
     yield pb.GenerateRequest(config=config)
     if frames is not None:
+        start = time.monotonic()
         for first in range(0, len(frames), frames_per_message):
+            if realtime:
+                time.sleep(max(0.0, start + first / VIDEO_FPS - time.monotonic()))
             yield pb.GenerateRequest(video=pack_frames(frames[first : first + frames_per_message], first))
     yield pb.GenerateRequest(end=pb.End())
 
@@ -391,6 +395,7 @@ class _ClientBase:
         output_format: str,
         duration_s: float | None,
         frames_per_message: int,
+        realtime: bool = False,
     ) -> Callable[[], Iterator[pb.GenerateRequest]]:
         """A fresh request iterator per try: a retried stream is sent again from its start."""
         if frames is not None:
@@ -398,7 +403,7 @@ class _ClientBase:
         if frames_per_message < 1:
             raise InputError(f"frames_per_message must be >= 1, got {frames_per_message}")
         config = generate_config(frames, text, seed, steps, guidance, output_format, duration_s)
-        return lambda: generate_requests(config, frames, frames_per_message)
+        return lambda: generate_requests(config, frames, frames_per_message, realtime)
 
     @staticmethod
     def _clip_request(
@@ -434,11 +439,13 @@ class SwanSphereClient(_ClientBase):
         output_format: str = "float32",
         duration_s: float | None = None,
         frames_per_message: int = FRAMES_PER_MESSAGE,
+        realtime: bool = False,
     ) -> Generation:
         """Stream `frames` (T, H, W, 3) uint8 equirect at 4 fps, or a text-only stream of `duration_s`.
-        guidance = (h_weight, context_weight), None for the server's defaults."""
+        guidance = (h_weight, context_weight), None for the server's defaults. `realtime` sends the
+        frames at their own rate, as a live source does, instead of as fast as the server takes them."""
         requests = self._request_factory(
-            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message
+            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message, realtime
         )
         return Generation(self.stub, requests, self.settings)
 

@@ -52,6 +52,7 @@ def _human_service(report: dict) -> str:
     first = service["time_to_first_chunk_s"] * ms, embedded["time_to_first_chunk_s"] * ms
     patch = service["per_patch_s"] * ms, embedded["per_patch_s"] * ms, report["added_per_patch_s"] * ms
     p50, p99 = concurrency["time_to_first_chunk_p50_s"] * ms, concurrency["time_to_first_chunk_p99_s"] * ms
+    live = concurrency["live"]
     return "\n".join(
         [
             head,
@@ -60,6 +61,11 @@ def _human_service(report: dict) -> str:
             f"  {concurrency['streams']} streams: first chunk p50 {p50:.0f} ms, p99 {p99:.0f} ms "
             f"({concurrency['p99_over_single']:.2f}x single), aggregate real-time factor "
             f"{concurrency['aggregate_real_time_factor']:.3f}",
+            f"  {concurrency['streams']} live streams (frames at 4 fps): first chunk "
+            f"p50 {live['time_to_first_chunk_p50_s'] * ms:.0f} ms, "
+            f"p99 {live['time_to_first_chunk_p99_s'] * ms:.0f} ms "
+            f"({live['p99_over_single']:.2f}x a single live stream's "
+            f"{live['time_to_first_chunk_single_s'] * ms:.0f} ms)",
         ]
     )
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -108,11 +108,16 @@ class RedisTransport:
         return f"{self.prefix}{topic}"
 
     def publish(self, topic: str, message: Envelope) -> None:
-        key, data = self._key(topic), encode(message)
+        self.publish_all([(topic, message)])
+
+    def publish_all(self, messages: Sequence[tuple[str, Envelope]]) -> None:
+        """One round trip for the lot (a pipeline, not a transaction: each XADD stands alone)."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(key, {FIELD: data}, maxlen=self.maxlen, approximate=True)
-        if self.ttl_s is not None:
-            pipe.expire(key, self.ttl_s)
+        for topic, message in messages:
+            key = self._key(topic)
+            pipe.xadd(key, {FIELD: encode(message)}, maxlen=self.maxlen, approximate=True)
+            if self.ttl_s is not None:
+                pipe.expire(key, self.ttl_s)
         with _reaching(self.url):
             pipe.execute()
 
@@ -158,25 +163,40 @@ class RedisTransport:
         self._groups.add((key, group))
 
     def _read(self, key: str, group: str, consumer: str, count: int, block_ms: int) -> list:
-        """(entry id, fields, redelivered) of pending entries, then of new ones."""
+        """(entry id, fields, redelivered) of pending entries, then of new ones.
+
+        One round trip when work is waiting: claiming, this consumer's pending list and new entries
+        go in one pipeline; only when all three come back empty does a blocking read follow.
+        """
         # Claimed entries join this consumer's pending list, so reading that list ("0") returns both,
-        # oldest first.
-        claimed = self._redis.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
+        # oldest first; new entries read after it join the list too but are not in this reply.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xautoclaim(key, group, consumer, self.min_idle_ms, "0-0", count=count)
+        pipe.xreadgroup(group, consumer, {key: "0"}, count=count)
+        pipe.xreadgroup(group, consumer, {key: ">"}, count=count)
+        claimed, pending, fresh = pipe.execute()
         if len(claimed) > 2 and claimed[2]:  # Redis 7 drops pending entries the MAXLEN cap trimmed away
             log.warning("%s: %d entries pending for %s were trimmed unhandled", key, len(claimed[2]), group)
-        pending = _entries(self._redis.xreadgroup(group, consumer, {key: "0"}, count=count))
-        entries = [(entry_id, fields, True) for entry_id, fields in pending]
-        if len(entries) < count:
-            block = min(block_ms, self.max_block_ms) if not entries and block_ms > 0 else None
-            fresh = self._redis.xreadgroup(
-                group, consumer, {key: ">"}, count=count - len(entries), block=block
-            )
-            entries += [(entry_id, fields, False) for entry_id, fields in _entries(fresh)]
+        entries = [(entry_id, fields, True) for entry_id, fields in _entries(pending)]
+        entries += [(entry_id, fields, False) for entry_id, fields in _entries(fresh)]
+        if not entries and block_ms > 0:
+            block = min(block_ms, self.max_block_ms)
+            fresh = self._redis.xreadgroup(group, consumer, {key: ">"}, count=count, block=block)
+            entries = [(entry_id, fields, False) for entry_id, fields in _entries(fresh)]
         return entries
 
-    def ack(self, delivery: Delivery, group: str) -> None:
+    def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
+        """One XACK per topic, in one round trip."""
+        receipts: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            receipts.setdefault(self._key(delivery.topic), []).append(delivery.receipt)
+        if not receipts:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key, ids in receipts.items():
+            pipe.xack(key, group, *ids)
         with _reaching(self.url):
-            self._redis.xack(self._key(delivery.topic), group, delivery.receipt)
+            pipe.execute()
 
     def depth(self, topic: str, group: str) -> int:
         """Pending (delivered, unacked) plus lag (not yet delivered). Before the group exists, or when

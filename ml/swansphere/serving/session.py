@@ -95,16 +95,17 @@ class StreamSession:
 
     def take_chunks(self, consumer: str, block_ms: int = 0) -> list[Chunk]:
         """The chunks now deliverable in order; duplicates dropped, early ones held back."""
-        for delivery in self.transport.receive(self._topic, OUT_GROUP, consumer, count=64, block_ms=block_ms):
+        deliveries = self.transport.receive(self._topic, OUT_GROUP, consumer, count=64, block_ms=block_ms)
+        for delivery in deliveries:
             message = delivery.message
             if message.kind == "error":
-                self.transport.ack(delivery, OUT_GROUP)
+                self.transport.ack(deliveries, OUT_GROUP)
                 raise StreamFailedError(str(message.meta["code"]), str(message.meta["message"]))
             if message.kind == "chunk" and message.index >= self.next_patch:
                 self._pending[message.index] = Chunk(
                     message.index, int(message.meta["first_sample"]), message.tensors["audio"]
                 )
-            self.transport.ack(delivery, OUT_GROUP)
+        self.transport.ack(deliveries, OUT_GROUP)
         ready = []
         while self.next_patch in self._pending:
             ready.append(self._pending.pop(self.next_patch))

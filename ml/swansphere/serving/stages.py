@@ -6,7 +6,8 @@ in any order and more than once (at-least-once transports, several workers per s
 stage files what it receives by index and advances a stream only under the stream's lock, emitting
 each output once per success. Topics:
 
-    video_encoder  frames (uint8 equirect, by first frame index), end          -> spatial_lm
+    video_encoder  frames (uint8 equirect, by first frame index), end,
+                   encode (from itself: encode the frames filed from index on)  -> spatial_lm
     spatial_lm     start (settings), tokens, end, latents (z_{t-1} from LocDiT) -> locdit
     locdit         patch t: h_t and the recent clean latents                    -> spatial_lm, vae_decoder
     vae_decoder    latents window of patch t                                     -> out.{stream_id}
@@ -109,6 +110,14 @@ class Stage:
         return []
 
 
+FRAME_SCAN = 64
+"""Frame keys one state read looks ahead for new frames (more take further reads)."""
+
+FIRST_CALL_FRAMES = 2
+"""Frames a stream's first video-encoder call encodes: 0.5 s of video, what its first two patches
+(2 × 186 ms of audio) look at; the rest of a burst waits for the next call (see `handle`)."""
+
+
 class VideoEncoderStage(Stage):
     """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take.
 
@@ -131,53 +140,70 @@ class VideoEncoderStage(Stage):
         """Frames before the new ones that their tokens depend on."""
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
-        out: list[tuple[str, Envelope]] = []
+        """Files every message's frames, then encodes each stream's new frames in one call; a
+        stream's `end` goes on after its tokens.
+
+        A stream's first call encodes only its first `FIRST_CALL_FRAMES` frames and sends the stage
+        an `encode` message for the rest: a client that sends a burst of frames would otherwise keep
+        the stage busy with its whole burst while other streams wait for their first chunk. The
+        first call has no context to recompute, so the split costs one context window per stream.
+        """
+        ends = []
         for message in messages:
             if message.kind == "end":
-                out.append((SPATIAL_LM, message))
+                ends.append(message)
             elif message.kind == "frames":
-                out += self._frames(message)
-            else:
+                self._file(message)
+            elif message.kind != "encode":
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
-        return out
+        out: list[tuple[str, Envelope]] = []
+        for stream in dict.fromkeys(m.stream_id for m in messages if m.kind != "end"):
+            out += self._encode(stream)
+        return out + [(SPATIAL_LM, message) for message in ends]
 
-    def _frames(self, message: Envelope) -> list[tuple[str, Envelope]]:
-        stream, start = message.stream_id, time.perf_counter()
+    def _file(self, message: Envelope) -> None:
         frames = model_frames(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
         as_bytes = (frames * 255.0).round().to(torch.uint8).numpy()  # exact: model_frames is on 1/255
         for i, frame in enumerate(as_bytes):
-            self.store.set_once(stream, f"frame@{message.index + i}", _pack(frame))
+            self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
+
+    def _encode(self, stream: str) -> list[tuple[str, Envelope]]:
+        """Tokens of the stream's frames that are contiguous after the last encoded one."""
+        start = time.perf_counter()
         with self.store.lock(stream):
             done = int(self.store.get(stream, "frames") or 0)
-            count = done
-            while self.store.get(stream, f"frame@{count}") is not None:
-                count += 1
+            first = max(0, done - self.context_frames)
+            blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, done + FRAME_SCAN)])
+            if any(blob is None for blob in blobs[: done - first]):
+                raise InputError(f"video_encoder: stream {stream} lost frames {first}..{done - 1} (expired)")
+            while blobs[-1] is not None:  # more new frames than one scan
+                end = first + len(blobs)
+                blobs += self.store.get_many(stream, [f"frame@{i}" for i in range(end, end + FRAME_SCAN)])
+            available = first + blobs.index(None)
+            count = min(available, FIRST_CALL_FRAMES) if done == 0 else available
             if count == done:
                 return []
-            first = max(0, done - self.context_frames)
-            blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, count)])
-            if any(blob is None for blob in blobs):
-                raise InputError(f"video_encoder: stream {stream} lost frames {first}..{count - 1} (expired)")
-            window = np.stack([_unpack(blob) for blob in blobs if blob is not None])
+            window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
             tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)[done - first :]
             # Kept for `replay` before the state moves on.
             self.store.set(stream, f"encoded@{done}", _pack(tokens))
             self.store.append(stream, "encoded", f"{done}:{count}".encode())
             self.store.set(stream, "frames", str(count).encode())
         self.seconds[self.name] += time.perf_counter() - start
-        return [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens}))]
+        out = [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens}))]
+        if count < available:
+            out.append((VIDEO_ENCODER, Envelope(stream, "encode", count)))
+        return out
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """Every token message already sent that covers a redelivered message's frames."""
         out = []
         for message in messages:
-            if message.kind != "frames":
+            if message.kind == "end":
                 continue
-            stream, first, end = (
-                message.stream_id,
-                message.index,
-                message.index + len(message.tensors["frames"]),
-            )
+            stream, first = message.stream_id, message.index
+            # An `encode` message asked for every frame from its index on.
+            end = first + len(message.tensors["frames"]) if message.kind == "frames" else math.inf
             for item in self.store.items(stream, "encoded"):
                 start, stop = (int(part) for part in item.decode().split(":"))
                 blob = self.store.get(stream, f"encoded@{start}")
@@ -201,7 +227,8 @@ class SpatialLMStage(Stage):
         """Clean patches sent with each request: LocDiT's boundary context and the decoder's."""
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
-        out: list[tuple[str, Envelope]] = []
+        """Files every message, then advances each of their streams once (a burst of one stream's
+        token messages costs one planning pass, not one per message)."""
         for message in messages:
             stream = message.stream_id
             if message.kind == "start":
@@ -214,6 +241,8 @@ class SpatialLMStage(Stage):
                 self.store.set_once(stream, f"z@{message.index}", _pack(message.tensors["z"]))
             else:
                 raise InputError(f"spatial_lm: unknown message kind {message.kind!r}")
+        out: list[tuple[str, Envelope]] = []
+        for stream in dict.fromkeys(message.stream_id for message in messages):
             out += self._advance(stream)
         return out
 

@@ -7,6 +7,7 @@ immediate, nothing is lost because nothing can die apart.
 """
 
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,13 +32,17 @@ class Transport(Protocol):
         """Append `message` to `topic`; returns once the transport holds it."""
         ...
 
-    def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """Up to `count` messages for this consumer of `group` (its own unacked ones first), waiting
-        at most `block_ms` for one to arrive."""
+    def publish_all(self, messages: Sequence[tuple[str, Envelope]]) -> None:
+        """`publish` of each (topic, message), in order, in as few round trips as the server allows."""
         ...
 
-    def ack(self, delivery: Delivery, group: str) -> None:
-        """Done with `delivery`: it will not be delivered to `group` again."""
+    def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """Up to `count` new messages for this consumer of `group`, after up to `count` of its own
+        unacked ones (redeliveries), waiting at most `block_ms` for one to arrive."""
+        ...
+
+    def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
+        """Done with `deliveries`: they will not be delivered to `group` again."""
         ...
 
     def depth(self, topic: str, group: str) -> int:
@@ -58,11 +63,15 @@ class MemoryTransport:
     def publish(self, topic: str, message: Envelope) -> None:
         self._queues[topic].append(message)
 
+    def publish_all(self, messages: Sequence[tuple[str, Envelope]]) -> None:
+        for topic, message in messages:
+            self.publish(topic, message)
+
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         queue = self._queues[topic]
         return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
 
-    def ack(self, delivery: Delivery, group: str) -> None:
+    def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """Nothing to do: an in-process message is gone once received."""
 
     def depth(self, topic: str, group: str) -> int:

@@ -55,10 +55,8 @@ class StageWorker:
             outputs += self.stage.handle([d.message for d in deliveries])
         except InputError:
             outputs += self._one_by_one(deliveries)
-        for topic, message in outputs:
-            self.transport.publish(topic, message)
-        for delivery in deliveries:
-            self.transport.ack(delivery, name)
+        self.transport.publish_all(outputs)
+        self.transport.ack(deliveries, name)
         if self.on_batch is not None:
             self.on_batch(len(deliveries), time.perf_counter() - start)
         return len(deliveries)
