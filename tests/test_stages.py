@@ -213,7 +213,7 @@ def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
         tokens += [message.tensors["tokens"] for _, message in out]
         start += size
     streamed = np.concatenate(tokens)
-    whole = TorchBackend(model).video_encoder(model_frames(frames, (64, 128)).numpy())
+    whole = TorchBackend(model).video_encoder(model_frames(frames, (64, 128)).numpy()[None])[0]
     assert stage.context_frames < 23 and streamed.shape == whole.shape
     assert np.max(np.abs(streamed - whole)) <= 1e-5
 
@@ -242,5 +242,5 @@ def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(mod
         streamed = np.concatenate(
             [m.tensors["tokens"] for m in tokens + [m for _, m in rest] if m.stream_id == name]
         )
-        whole = TorchBackend(model).video_encoder(model_frames(clip, (64, 128)).numpy())
+        whole = TorchBackend(model).video_encoder(model_frames(clip, (64, 128)).numpy()[None])[0]
         assert np.max(np.abs(streamed - whole)) <= 1e-5

@@ -21,7 +21,7 @@ class VideoEncoderServicer(pb_grpc.VideoEncoderServicer):
         try:
             frames = from_tensor(request.frames, "frames", "uint8", 4)
             size = self.backend.config.svac.video.frame_size
-            tokens = self.backend.video_encoder(model_frames(frames, size).numpy())
+            tokens = self.backend.video_encoder(model_frames(frames, size).numpy()[None])[0]
         except InputError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.EncodeResponse(

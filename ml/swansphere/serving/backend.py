@@ -31,8 +31,8 @@ class Backend(Protocol):
     config: SwanSphereConfig
 
     def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        """Model-resolution frames (T, 3, h, w) float32 in [0, 1], a stream's whole prefix ->
-        video tokens (T, Dv). Block-causal: a longer prefix leaves earlier tokens unchanged."""
+        """Model-resolution frames (B, T, 3, h, w) float32 in [0, 1], B streams' windows of T frames
+        -> video tokens (B, T, Dv). Block-causal: a longer prefix leaves earlier tokens unchanged."""
         ...
 
     def spatial_lm(
@@ -203,10 +203,10 @@ class TorchBackend:
 
     @torch.no_grad()
     def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        clip = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[None].to(self.device)
+        clips = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(self.device)
         with _autocast(self.device, self.autocast):
-            tokens = self.model.svac.video_embeddings(clip)[0]
-        return tokens.float().cpu().numpy()  # (T, Dv)
+            tokens = self.model.svac.video_embeddings(clips)
+        return tokens.float().cpu().numpy()  # (B, T, Dv)
 
     def spatial_lm(
         self,

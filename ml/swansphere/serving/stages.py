@@ -14,10 +14,12 @@ each output once per success. Topics:
     out.{stream}   chunk t: FOA (4, n) float32, read by the gateway (or embedded driver)
 """
 
+import contextlib
 import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -118,6 +120,19 @@ FIRST_CALL_FRAMES = 2
 (2 × 186 ms of audio) look at; the rest of a burst waits for the next call (see `handle`)."""
 
 
+@dataclass
+class _EncoderJob:
+    """One stream's share of a video-encoder call: frames first .. count − 1 of which done .. count − 1
+    are new; `available` frames are filed in all."""
+
+    stream: str
+    first: int
+    done: int
+    count: int
+    available: int
+    window: np.ndarray  # (count − first, 3, h, w) float32 in [0, 1]
+
+
 class VideoEncoderStage(Stage):
     """Equirect frames -> SVAC video tokens, in frame order, whatever order the frame messages take.
 
@@ -156,9 +171,17 @@ class VideoEncoderStage(Stage):
                 self._file(message)
             elif message.kind != "encode":
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
+        streams = list(dict.fromkeys(m.stream_id for m in messages if m.kind != "end"))
         out: list[tuple[str, Envelope]] = []
-        for stream in dict.fromkeys(m.stream_id for m in messages if m.kind != "end"):
-            out += self._encode(stream)
+        with contextlib.ExitStack() as locked:
+            for stream in sorted(streams):  # one order for every worker: no deadlock
+                locked.enter_context(self.store.lock(stream))
+            work = [job for job in map(self._new_frames, streams) if job is not None]
+            start = time.perf_counter()
+            tokens = batched([job.window for job in work], self.backend.video_encoder, length_axis=0)
+            self.seconds[self.name] += time.perf_counter() - start
+            for job, window_tokens in zip(work, tokens, strict=True):
+                out += self._commit(job, window_tokens[job.done - job.first :])
         return out + [(SPATIAL_LM, message) for message in ends]
 
     def _file(self, message: Envelope) -> None:
@@ -167,32 +190,33 @@ class VideoEncoderStage(Stage):
         for i, frame in enumerate(as_bytes):
             self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
 
-    def _encode(self, stream: str) -> list[tuple[str, Envelope]]:
-        """Tokens of the stream's frames that are contiguous after the last encoded one."""
-        start = time.perf_counter()
-        with self.store.lock(stream):
-            done = int(self.store.get(stream, "frames") or 0)
-            first = max(0, done - self.context_frames)
-            blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, done + FRAME_SCAN)])
-            if any(blob is None for blob in blobs[: done - first]):
-                raise InputError(f"video_encoder: stream {stream} lost frames {first}..{done - 1} (expired)")
-            while blobs[-1] is not None:  # more new frames than one scan
-                end = first + len(blobs)
-                blobs += self.store.get_many(stream, [f"frame@{i}" for i in range(end, end + FRAME_SCAN)])
-            available = first + blobs.index(None)
-            count = min(available, FIRST_CALL_FRAMES) if done == 0 else available
-            if count == done:
-                return []
-            window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
-            tokens = self.backend.video_encoder(window.astype(np.float32) / 255.0)[done - first :]
-            # Kept for `replay` before the state moves on.
-            self.store.set(stream, f"encoded@{done}", _pack(tokens))
-            self.store.append(stream, "encoded", f"{done}:{count}".encode())
-            self.store.set(stream, "frames", str(count).encode())
-        self.seconds[self.name] += time.perf_counter() - start
-        out = [(SPATIAL_LM, Envelope(stream, "tokens", done, tensors={"tokens": tokens}))]
-        if count < available:
-            out.append((VIDEO_ENCODER, Envelope(stream, "encode", count)))
+    def _new_frames(self, stream: str) -> "_EncoderJob | None":
+        """The window that encodes the stream's new contiguous frames (under the stream's lock)."""
+        done = int(self.store.get(stream, "frames") or 0)
+        first = max(0, done - self.context_frames)
+        blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, done + FRAME_SCAN)])
+        if any(blob is None for blob in blobs[: done - first]):
+            raise InputError(f"video_encoder: stream {stream} lost frames {first}..{done - 1} (expired)")
+        while blobs[-1] is not None:  # more new frames than one scan
+            end = first + len(blobs)
+            blobs += self.store.get_many(stream, [f"frame@{i}" for i in range(end, end + FRAME_SCAN)])
+        available = first + blobs.index(None)
+        count = min(available, FIRST_CALL_FRAMES) if done == 0 else available
+        if count == done:
+            return None
+        window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
+        return _EncoderJob(stream, first, done, count, available, window.astype(np.float32) / 255.0)
+
+    def _commit(self, job: "_EncoderJob", tokens: np.ndarray) -> list[tuple[str, Envelope]]:
+        """Moves the stream's state past the new frames (under its lock); what to publish."""
+        stream = job.stream
+        # Kept for `replay` before the state moves on.
+        self.store.set(stream, f"encoded@{job.done}", _pack(tokens))
+        self.store.append(stream, "encoded", f"{job.done}:{job.count}".encode())
+        self.store.set(stream, "frames", str(job.count).encode())
+        out = [(SPATIAL_LM, Envelope(stream, "tokens", job.done, tensors={"tokens": tokens}))]
+        if job.count < job.available:
+            out.append((VIDEO_ENCODER, Envelope(stream, "encode", job.count)))
         return out
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
@@ -429,26 +453,23 @@ class VAEDecoderStage(Stage):
     name = VAE_DECODER
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
-        groups: dict[int, list[Envelope]] = defaultdict(list)
         for message in messages:
             if message.kind != "latents":
                 raise InputError(f"vae_decoder: unknown message kind {message.kind!r}")
-            groups[message.tensors["window"].shape[-1]].append(message)
+        start = time.perf_counter()
+        audio = batched([m.tensors["window"] for m in messages], self.backend.vae_decoder, length_axis=-1)
+        self.seconds[self.name] += time.perf_counter() - start
         out = []
-        for batch in groups.values():
-            start = time.perf_counter()
-            audio = self.backend.vae_decoder(np.stack([m.tensors["window"] for m in batch]))
-            self.seconds[self.name] += time.perf_counter() - start
-            for message, chunk in zip(batch, audio, strict=True):
-                samples = int(message.meta["samples"])
-                meta = {"first_sample": int(message.meta["first_sample"])}
-                chunk = np.ascontiguousarray(chunk[:, :samples], dtype=np.float32)
-                out.append(
-                    (
-                        out_topic(message.stream_id),
-                        Envelope(message.stream_id, "chunk", message.index, meta, {"audio": chunk}),
-                    )
+        for message, chunk in zip(messages, audio, strict=True):
+            samples = int(message.meta["samples"])
+            meta = {"first_sample": int(message.meta["first_sample"])}
+            chunk = np.ascontiguousarray(chunk[:, :samples], dtype=np.float32)
+            out.append(
+                (
+                    out_topic(message.stream_id),
+                    Envelope(message.stream_id, "chunk", message.index, meta, {"audio": chunk}),
                 )
+            )
         return out
 
 
@@ -460,6 +481,21 @@ def build_stages(backend: Backend, store: StateStore) -> dict[str, Stage]:
         LOCDIT: LocDiTStage(backend, store),
         VAE_DECODER: VAEDecoderStage(backend, store),
     }
+
+
+def batched(
+    windows: Sequence[np.ndarray], compute: Callable[[np.ndarray], np.ndarray], length_axis: int
+) -> list[np.ndarray]:
+    """`compute` of every window, one batched call per window length along `length_axis` (windows
+    of one call must share a shape); the outputs in the windows' order."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, window in enumerate(windows):
+        groups[window.shape[length_axis]].append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(windows)
+    for rows in groups.values():
+        for i, result in zip(rows, compute(np.stack([windows[i] for i in rows])), strict=True):
+            out[i] = result
+    return out
 
 
 def _left_pad(frames: np.ndarray, n: int) -> np.ndarray:

@@ -91,7 +91,7 @@ class TritonBackend:
         self._client.close()
 
     def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        return self._infer(VIDEO_ENCODER, {"FRAMES": _f32(frames)}, "TOKENS")
+        return self._batched(VIDEO_ENCODER, {"FRAMES": _f32(frames)}, "TOKENS")
 
     def spatial_lm(
         self,

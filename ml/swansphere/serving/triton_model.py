@@ -29,6 +29,7 @@ _use_pythonpath()
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.serving.backend import LMStateLostError, TorchBackend
-from swansphere.serving.stages import LOCDIT, MAX_STEPS, SPATIAL_LM, VAE_DECODER, VIDEO_ENCODER
+from swansphere.serving.stages import LOCDIT, MAX_STEPS, SPATIAL_LM, VAE_DECODER, VIDEO_ENCODER, batched
 from swansphere.serving.triton_export import LM_STATE_LOST, checkpoint_path, verify_checkpoint
 
 LOCDIT_INPUTS = ("H", "CONTEXT", "SEED", "PATCH", "STEPS", "GUIDANCE")
@@ -73,11 +74,10 @@ class TritonPythonModel:
         return self.execute_requests(requests)
 
     def _video_encoder(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            tokens = self.backend.video_encoder(_array(request, "FRAMES"))
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", tokens)]))
-        return responses
+        """All windows of all requests, grouped by length: one batched encoding per length."""
+        windows = [_array(request, "FRAMES") for request in requests]
+        tokens = _rows_by_length(windows, self.backend.video_encoder, length_axis=0)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", rows)]) for rows in tokens]
 
     def _spatial_lm(self, requests: list) -> list:
         """One stream step per request; bad input and lost state answer that request only."""
@@ -142,16 +142,8 @@ class TritonPythonModel:
     def _vae_decoder(self, requests: list) -> list:
         """All windows of all requests, grouped by length: one batched decode per length."""
         windows = [_array(request, "WINDOW") for request in requests]
-        groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for i, batch in enumerate(windows):
-            for row in range(len(batch)):
-                groups[batch.shape[-1]].append((i, row))
-        audio = [[None] * len(batch) for batch in windows]
-        for rows in groups.values():
-            out = self.backend.vae_decoder(np.stack([windows[i][row] for i, row in rows]))
-            for (i, row), chunk in zip(rows, out, strict=True):
-                audio[i][row] = chunk
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("AUDIO", np.stack(rows))]) for rows in audio]
+        audio = _rows_by_length(windows, self.backend.vae_decoder, length_axis=-1)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("AUDIO", rows)]) for rows in audio]
 
 
 def _solver(steps: int, h_weight: float, context_weight: float) -> tuple[int, float, float]:
@@ -163,6 +155,15 @@ def _solver(steps: int, h_weight: float, context_weight: float) -> tuple[int, fl
     except ValueError as err:
         raise InputError(f"locdit: {err}") from None
     return steps, h_weight, context_weight
+
+
+def _rows_by_length(
+    batches: list[np.ndarray], compute: Callable[[np.ndarray], np.ndarray], length_axis: int
+) -> list[np.ndarray]:
+    """`compute` over the rows of every request's batch, one call per row length (`batched`)."""
+    rows = [row for batch in batches for row in batch]
+    out = iter(batched(rows, compute, length_axis))
+    return [np.stack([next(out) for _ in batch]) for batch in batches]
 
 
 def _array(request: object, name: str) -> np.ndarray:
