@@ -190,7 +190,7 @@ class VideoEncoderStage(Stage):
         for i, frame in enumerate(as_bytes):
             self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
 
-    def _new_frames(self, stream: str) -> "_EncoderJob | None":
+    def _new_frames(self, stream: str) -> _EncoderJob | None:
         """The window that encodes the stream's new contiguous frames (under the stream's lock)."""
         done = int(self.store.get(stream, "frames") or 0)
         first = max(0, done - self.context_frames)
@@ -207,7 +207,7 @@ class VideoEncoderStage(Stage):
         window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
         return _EncoderJob(stream, first, done, count, available, window.astype(np.float32) / 255.0)
 
-    def _commit(self, job: "_EncoderJob", tokens: np.ndarray) -> list[tuple[str, Envelope]]:
+    def _commit(self, job: _EncoderJob, tokens: np.ndarray) -> list[tuple[str, Envelope]]:
         """Moves the stream's state past the new frames (under its lock); what to publish."""
         stream = job.stream
         # Kept for `replay` before the state moves on.
