@@ -54,6 +54,8 @@ class FakeGateway(pb_grpc.SwanSphereServicer):
         self.calls = 0
         self.fail_first = 0
         self.frames: list[np.ndarray] = []
+        self.arrivals: list[float] = []
+        """time.monotonic() at which each video message arrived."""
 
     def _count_call(self, context: grpc.ServicerContext) -> None:
         with self.lock:
@@ -86,6 +88,7 @@ class FakeGateway(pb_grpc.SwanSphereServicer):
                 config = request.config
             elif kind == "video":
                 videos.append(request.video)
+                self.arrivals.append(time.monotonic())
             else:
                 break
         total = self._read(config, videos)
@@ -166,6 +169,15 @@ def test_generate_streams_chunks_in_order_and_the_frames_arrive_intact(fake, tar
     np.testing.assert_array_equal(np.stack(fake.frames), frames)
     assert generation.summary.chunks == len(chunks) and generation.summary.samples == total
     assert generation.summary.model == "fake" and generation.summary.stream_id == "stream-1"
+
+
+def test_cli_realtime_sends_the_frames_at_their_own_rate(fake, target, clip_file, tmp_path):
+    """A live source's pacing: one frame per message, frame i no sooner than i / 4 s after the first."""
+    arguments = ["client", "--target", target, "--video", clip_file, "--out", str(tmp_path / "live.wav")]
+    fake.arrivals.clear()
+    assert main([*arguments, "--seconds", "1", "--realtime"]) == 0
+    assert len(fake.frames) == len(fake.arrivals) == 4
+    assert np.all(np.diff(fake.arrivals) >= 0.25 - 0.01)
 
 
 def test_pcm16_output_decodes_to_the_quantised_float_audio(fake, target):

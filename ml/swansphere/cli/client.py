@@ -13,7 +13,7 @@ import soundfile as sf
 
 from swansphere.cli.output import emit
 from swansphere.cli.source import check_source
-from swansphere.client import PCM16_SCALE, ProtocolError, SwanSphereClient
+from swansphere.client import FRAMES_PER_MESSAGE, PCM16_SCALE, ProtocolError, SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.video import read_video
@@ -36,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--h-guidance", type=float, help="guidance weight of h_t (default: the server's)")
     parser.add_argument(
         "--context-guidance", type=float, help="guidance weight of the context (default: the server's)"
+    )
+    parser.add_argument(
+        "--realtime", action="store_true", help="send the frames one by one at 4 fps, as a live camera does"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the whole call in seconds")
     parser.add_argument("--retries", type=int, default=3, help="tries again while the gateway is unavailable")
@@ -79,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             guidance=None if args.h_guidance is None else (args.h_guidance, args.context_guidance),
             output_format="pcm16" if args.pcm16 else "float32",
             duration_s=None if frames is not None else args.seconds,
+            frames_per_message=1 if args.realtime else FRAMES_PER_MESSAGE,
+            realtime=args.realtime,
         )
         start, first_chunk_s = time.perf_counter(), None
         args.out.parent.mkdir(parents=True, exist_ok=True)
