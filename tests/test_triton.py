@@ -74,7 +74,8 @@ def test_server_and_models_are_ready(triton):
 
 
 def test_video_encoder_equals_torch_batched_across_streams(triton, torch_backend):
-    windows = np.random.default_rng(0).random((10, 3, 3, 64, 128)).astype(np.float32)  # 10 streams
+    # 10 streams' windows of frames on the 1/255 grid (video.model_frames), which travel as 8 bits
+    windows = np.random.default_rng(0).integers(0, 256, (10, 3, 3, 64, 128)).astype(np.float32) / 255
     tokens = triton.video_encoder(windows)  # more windows than max_batch_size 8: two requests
     assert tokens.shape[:2] == (10, 3)
     assert_close(tokens, torch_backend.video_encoder(windows))
@@ -348,7 +349,7 @@ def test_mutual_tls_between_stages_and_triton(triton_repository, torch_backend, 
             config,
             tls=TritonTLS(tmp_path / "ca.pem", tmp_path / "stage.pem", tmp_path / "stage.key"),
         )
-        frames = np.random.default_rng(0).random((1, 3, 3, *config.svac.video.frame_size), dtype=np.float32)
+        frames = np.random.default_rng(0).integers(0, 256, (1, 3, 3, *config.svac.video.frame_size)) / 255
         assert stage.ready()
         np.testing.assert_allclose(
             stage.video_encoder(frames), torch_backend.video_encoder(frames), atol=1e-5

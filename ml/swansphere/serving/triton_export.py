@@ -14,7 +14,7 @@ sha256 in `parameters`; a model refuses to load when the file's hash differs.
 
 Tensors mirror `backend.Backend` one to one:
 
-- video_encoder: dynamic batching: FRAMES FP32 [-1, 3, h, w] (a window of one stream's frames) ->
+- video_encoder: dynamic batching: FRAMES UINT8 [-1, 3, h, w] (a window of one stream's frames) ->
   TOKENS FP32 [-1, Dv], grouped by window length (a stage sends all its streams' windows at once).
 - spatial_lm: STREAM_ID BYTES [1], FIRST_PATCH INT64 [1], HAS_VIDEO BOOL [1] + VIDEO FP32 [-1, P, Dv],
   PREVIOUS FP32 [-1, D, P], HAS_TEXT BOOL [1] + TEXT BYTES [1] -> H FP32 [-1, C]; END BOOL [1] true
@@ -131,7 +131,7 @@ def model_config(
     h, w = config.svac.video.frame_size
     if stage == VIDEO_ENCODER:
         batch = max_batch
-        inputs = [_tensor("FRAMES", "FP32", [-1, 3, h, w])]
+        inputs = [_tensor("FRAMES", "UINT8", [-1, 3, h, w])]
         outputs = [_tensor("TOKENS", "FP32", [-1, Dv])]
     elif stage == SPATIAL_LM:
         batch, instances = 0, 1
