@@ -16,7 +16,7 @@ from swansphere.serving.stages import STAGES, StreamSpec, build_stages
 from swansphere.serving.state import MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 from swansphere.serving.worker import StageWorker
-from swansphere.video import model_frames
+from swansphere.video import model_frames, model_pixels
 
 SETTINGS = GenerationSettings(seed=7, steps=4)
 
@@ -213,9 +213,21 @@ def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
         tokens += [message.tensors["tokens"] for _, message in out]
         start += size
     streamed = np.concatenate(tokens)
-    whole = TorchBackend(model).video_encoder(model_frames(frames, (64, 128)).numpy()[None])[0]
+    whole = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
     assert stage.context_frames < 23 and streamed.shape == whole.shape
     assert np.max(np.abs(streamed - whole)) <= 1e-5
+
+
+def test_the_video_encoder_reads_8_bit_pixels(model):
+    """Frames stay uint8 from the message to the model (a quarter of the bytes of float32); the
+    modules see exactly what training's `model_frames` gives them."""
+    frames = (np.random.default_rng(3).random((3, 96, 192, 3)) * 255).astype(np.uint8)
+    pixels = model_pixels(frames, (64, 128))
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, 3, 64, 128)
+    assert np.array_equal(model_frames(frames, (64, 128)).numpy(), pixels.astype(np.float32) / 255)
+    assert np.array_equal(model_pixels(pixels.transpose(0, 2, 3, 1), (64, 128)), pixels)
+    with pytest.raises(InputError, match="pixels must be uint8"):
+        TorchBackend(model).video_encoder(pixels[None].astype(np.float32) / 255)
 
 
 def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(model):
@@ -242,5 +254,5 @@ def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(mod
         streamed = np.concatenate(
             [m.tensors["tokens"] for m in tokens + [m for _, m in rest] if m.stream_id == name]
         )
-        whole = TorchBackend(model).video_encoder(model_frames(clip, (64, 128)).numpy()[None])[0]
+        whole = TorchBackend(model).video_encoder(model_pixels(clip, (64, 128))[None])[0]
         assert np.max(np.abs(streamed - whole)) <= 1e-5

@@ -74,8 +74,7 @@ def test_server_and_models_are_ready(triton):
 
 
 def test_video_encoder_equals_torch_batched_across_streams(triton, torch_backend):
-    # 10 streams' windows of frames on the 1/255 grid (video.model_frames), which travel as 8 bits
-    windows = np.random.default_rng(0).integers(0, 256, (10, 3, 3, 64, 128)).astype(np.float32) / 255
+    windows = np.random.default_rng(0).integers(0, 256, (10, 3, 3, 64, 128), dtype=np.uint8)
     tokens = triton.video_encoder(windows)  # more windows than max_batch_size 8: two requests
     assert tokens.shape[:2] == (10, 3)
     assert_close(tokens, torch_backend.video_encoder(windows))
@@ -201,7 +200,9 @@ def test_concurrent_decoder_requests_of_different_window_lengths(triton, torch_b
 def test_bad_input_is_an_input_error(triton, sizes):
     P, D, Dv, C, context_frames = sizes
     with pytest.raises(InputError, match="video_encoder"):
-        triton.video_encoder(np.zeros((1, 2, 3, 32, 32), np.float32))
+        triton.video_encoder(np.zeros((1, 2, 3, 32, 32), np.uint8))
+    with pytest.raises(InputError, match="pixels must be uint8"):
+        triton.video_encoder(np.zeros((1, 2, 3, 64, 128), np.float32))
     with pytest.raises(InputError, match="2 video patches but 1 history inputs"):
         triton.spatial_lm("bad", 0, np.zeros((2, P, Dv), np.float32), np.zeros((0, D, P), np.float32), None)
     with pytest.raises(InputError, match="STEPS must be in"):
@@ -220,7 +221,7 @@ def test_unreachable_server_is_unavailable_not_bad_input(triton, closed_port):
     try:
         assert not backend.ready(timeout_s=1.0)
         with pytest.raises(TritonUnavailableError) as raised:
-            backend.video_encoder(np.zeros((1, 1, 3, 64, 128), np.float32))
+            backend.video_encoder(np.zeros((1, 1, 3, 64, 128), np.uint8))
         assert not isinstance(raised.value, InputError)
     finally:
         backend.close()
@@ -349,7 +350,7 @@ def test_mutual_tls_between_stages_and_triton(triton_repository, torch_backend, 
             config,
             tls=TritonTLS(tmp_path / "ca.pem", tmp_path / "stage.pem", tmp_path / "stage.key"),
         )
-        frames = np.random.default_rng(0).integers(0, 256, (1, 3, 3, *config.svac.video.frame_size)) / 255
+        frames = np.random.default_rng(0).integers(0, 256, (1, 3, 3, *config.svac.video.frame_size), np.uint8)
         assert stage.ready()
         np.testing.assert_allclose(
             stage.video_encoder(frames), torch_backend.video_encoder(frames), atol=1e-5

@@ -65,19 +65,33 @@ def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return frames, times - (times[0] if len(times) else 0.0)
 
 
-def model_frames(frames: np.ndarray, frame_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (T, 3, h, w) in [0, 1], resized (antialiased bilinear) to
-    frame_size = (h, w) when given and rounded to the 1/255 grid, so training crops, cached clips and
-    streamed frames all reach the video encoder the same way."""
+def model_pixels(frames: np.ndarray, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, h, w), resized (antialiased bilinear) to frame_size = (h, w)
+    when given: what the video encoder reads, as 8-bit values (a quarter of the bytes of float32 on
+    the serving path), so training crops, cached clips and streamed frames all reach it the same way."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise InputError(f"frames must be (T, H, W, 3) RGB with T >= 1, got {frames.shape}")
     if not frames.flags.writeable:  # decoded from a message: torch wants memory it may write
         frames = frames.copy()
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    if frame_size is not None and tuple(x.shape[-2:]) != tuple(frame_size):
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    resize = frame_size is not None and tuple(x.shape[-2:]) != tuple(frame_size)
+    if x.dtype == torch.uint8 and not resize:
+        return np.ascontiguousarray(x.numpy())
+    x = x.float()
+    if resize:
         height, width = frame_size
         if height < 1 or width != 2 * height:
             raise InputError(f"frame_size must be (H, W) with W = 2·H (equirect), got {frame_size}")
         x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0.0, 255.0) / 255.0
+    return x.round().clamp(0.0, 255.0).to(torch.uint8).numpy()
+
+
+def model_frames(frames: np.ndarray, frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """`model_pixels` as float32 in [0, 1] (on the 1/255 grid), what the modules compute with."""
+    return pixels_to_float(torch.from_numpy(model_pixels(frames, frame_size)))
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """8-bit pixel values -> float32 in [0, 1]."""
+    return pixels.float() / 255.0

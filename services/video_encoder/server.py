@@ -9,7 +9,7 @@ from swansphere.serving.backend import Backend
 from swansphere.serving.stages import VIDEO_ENCODER
 from swansphere.v1 import stages_pb2 as pb
 from swansphere.v1 import stages_pb2_grpc as pb_grpc
-from swansphere.video import model_frames
+from swansphere.video import model_pixels
 
 
 class VideoEncoderServicer(pb_grpc.VideoEncoderServicer):
@@ -21,7 +21,7 @@ class VideoEncoderServicer(pb_grpc.VideoEncoderServicer):
         try:
             frames = from_tensor(request.frames, "frames", "uint8", 4)
             size = self.backend.config.svac.video.frame_size
-            tokens = self.backend.video_encoder(model_frames(frames, size).numpy()[None])[0]
+            tokens = self.backend.video_encoder(model_pixels(frames, size)[None])[0]
         except InputError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.EncodeResponse(

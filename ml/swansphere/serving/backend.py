@@ -20,6 +20,7 @@ from swansphere.models.sampler import GraphedSampler, Guidance, batch_patch_nois
 from swansphere.models.spatial_lm import KVCache
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 from swansphere.models.vae import DecoderState
+from swansphere.video import pixels_to_float
 
 
 class LMStateLostError(InputError):
@@ -30,9 +31,10 @@ class LMStateLostError(InputError):
 class Backend(Protocol):
     config: SwanSphereConfig
 
-    def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        """Model-resolution frames (B, T, 3, h, w) float32 in [0, 1], B streams' windows of T frames
-        -> video tokens (B, T, Dv). Block-causal: a longer prefix leaves earlier tokens unchanged."""
+    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+        """Model-resolution frames (B, T, 3, h, w) uint8 (`video.model_pixels`), B streams' windows of
+        T frames -> video tokens (B, T, Dv). Block-causal: a longer prefix leaves earlier tokens
+        unchanged. 8-bit all the way to the model: a quarter of the bytes of float32 per hop."""
         ...
 
     def spatial_lm(
@@ -202,8 +204,12 @@ class TorchBackend:
         self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
 
     @torch.no_grad()
-    def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        clips = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(self.device)
+    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8 or pixels.ndim != 5:
+            raise InputError(
+                f"video_encoder: pixels must be uint8 (B, T, 3, h, w), got {pixels.dtype} {pixels.shape}"
+            )
+        clips = pixels_to_float(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
         with _autocast(self.device, self.autocast):
             tokens = self.model.svac.video_embeddings(clips)
         return tokens.float().cpu().numpy()  # (B, T, Dv)

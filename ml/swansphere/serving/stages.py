@@ -33,7 +33,7 @@ from swansphere.models.vae import decoder_context_frames
 from swansphere.serving.backend import Backend, LMStateLostError
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.state import StateStore
-from swansphere.video import model_frames
+from swansphere.video import model_pixels
 
 VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER = "video_encoder", "spatial_lm", "locdit", "vae_decoder"
 STAGES = (VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER)
@@ -130,7 +130,7 @@ class _EncoderJob:
     done: int
     count: int
     available: int
-    window: np.ndarray  # (count − first, 3, h, w) float32 in [0, 1]
+    window: np.ndarray  # (count − first, 3, h, w) uint8
 
 
 class VideoEncoderStage(Stage):
@@ -185,9 +185,8 @@ class VideoEncoderStage(Stage):
         return out + [(SPATIAL_LM, message) for message in ends]
 
     def _file(self, message: Envelope) -> None:
-        frames = model_frames(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
-        as_bytes = (frames * 255.0).round().to(torch.uint8).numpy()  # exact: model_frames is on 1/255
-        for i, frame in enumerate(as_bytes):
+        pixels = model_pixels(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
+        for i, frame in enumerate(pixels):
             self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
 
     def _new_frames(self, stream: str) -> _EncoderJob | None:
@@ -205,7 +204,7 @@ class VideoEncoderStage(Stage):
         if count == done:
             return None
         window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
-        return _EncoderJob(stream, first, done, count, available, window.astype(np.float32) / 255.0)
+        return _EncoderJob(stream, first, done, count, available, window)
 
     def _commit(self, job: _EncoderJob, tokens: np.ndarray) -> list[tuple[str, Envelope]]:
         """Moves the stream's state past the new frames (under its lock); what to publish."""

@@ -90,10 +90,9 @@ class TritonBackend:
     def close(self) -> None:
         self._client.close()
 
-    def video_encoder(self, frames: np.ndarray) -> np.ndarray:
-        """Frames travel as 8-bit values (exact for frames on the 1/255 grid, as `video.model_frames`
-        makes them): a quarter of the bytes of float32."""
-        pixels = np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8:
+            raise InputError(f"video_encoder: pixels must be uint8, got {pixels.dtype}")
         return self._batched(VIDEO_ENCODER, {"FRAMES": pixels}, "TOKENS")
 
     def spatial_lm(

@@ -75,7 +75,7 @@ class TritonPythonModel:
 
     def _video_encoder(self, requests: list) -> list:
         """All windows of all requests, grouped by length: one batched encoding per length."""
-        windows = [_array(request, "FRAMES").astype(np.float32) / np.float32(255.0) for request in requests]
+        windows = [_array(request, "FRAMES") for request in requests]
         tokens = _rows_by_length(windows, self.backend.video_encoder, length_axis=0)
         return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", rows)]) for rows in tokens]
 
