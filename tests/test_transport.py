@@ -110,6 +110,43 @@ def test_the_same_publish_receive_ack_contract_holds_behind_every_transport(any_
     any_transport.delete(topic)
 
 
+def test_redis_a_blocked_reader_gets_a_published_batch_at_once(redis_transport):
+    """A stage's outputs for the next stage (say LocDiT's patches of 4 streams) reach a worker that
+    waits on that topic as one batch, which it computes in one call, not one message at a time."""
+    redis_transport.receive("vae_decoder", "stage", "w1", count=10, block_ms=1)  # the group exists
+    got: list = []
+    reader = threading.Thread(
+        target=lambda: got.extend(redis_transport.receive("vae_decoder", "stage", "w1", 10, 5000))
+    )
+    reader.start()
+    raw = redis.Redis.from_url(redis_transport.url)
+    deadline = time.monotonic() + 5
+    while not any("b" in client["flags"] for client in raw.client_list()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the reader blocks
+    redis_transport.publish_all([("vae_decoder", message(f"s{i}", 0, seed=i)) for i in range(4)])
+    reader.join(10)
+    assert [d.message.stream_id for d in got] == ["s0", "s1", "s2", "s3"]
+
+
+def test_redis_depth_repairs_a_read_counter_left_behind_by_a_restart(redis_transport):
+    """Redis 7.0, restarted from its append-only file, can leave a group's `entries-read` behind its
+    last delivered entry: its lag then stays too high forever and the gateway would refuse every
+    stream. Once the group has read everything, depth is exact again and so is Redis's counter."""
+    for i in range(5):
+        redis_transport.publish("locdit", message("s", i, seed=i))
+    got = redis_transport.receive("locdit", "stage", "w1", count=10, block_ms=100)
+    redis_transport.ack(got, "stage")
+    raw = redis.Redis.from_url(redis_transport.url)
+    last = got[-1].receipt
+    # where the counter stood after the restart
+    raw.execute_command("XGROUP", "SETID", "ss:locdit", "stage", last, "ENTRIESREAD", 1)
+    assert raw.xinfo_groups("ss:locdit")[0]["lag"] == 4
+    assert redis_transport.depth("locdit", "stage") == 0
+    assert raw.xinfo_groups("ss:locdit")[0]["lag"] == 0
+    redis_transport.publish("locdit", message("s", 5, seed=5))
+    assert redis_transport.depth("locdit", "stage") == 1  # counts on from the repaired counter
+
+
 def test_redis_round_trip_is_bit_exact_and_depth_counts_until_the_ack(redis_transport):
     sent = message("s1", 7, seed=3)
     redis_transport.publish("video_encoder", sent)
