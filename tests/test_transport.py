@@ -270,8 +270,8 @@ def test_redis_refuses_bad_arguments_and_reports_an_unreachable_server(redis_tra
 
 def test_state_store_values_lists_and_delete(store, redis_url):
     assert store.get("s1", "next") is None
-    store.set("s1", "next", b"3")
-    store.set("s1", "next", b"4")
+    store.set("s1", {"next": b"3"})
+    store.set("s1", {"next": b"4"})
     assert store.get("s1", "next") == b"4"
     assert store.set_once("s1", "spec", b"{}") is True
     assert store.set_once("s1", "spec", b"other") is False
@@ -283,7 +283,7 @@ def test_state_store_values_lists_and_delete(store, redis_url):
     assert store.items("s1", "frames") == [b"\x00", b"\x01", b"\x02"]
     assert store.items("s1", "frames", start=2) == [b"\x02"]
     assert store.items("s1", "missing") == []
-    store.set("s2", "next", b"1")  # another stream, untouched by s1's delete
+    store.set("s2", {"next": b"1"})  # another stream, untouched by s1's delete
 
     raw = redis.Redis.from_url(redis_url)
     keys = {key.decode() for key in raw.keys("ss:state:*")}
@@ -313,7 +313,7 @@ def test_the_stream_lock_excludes_another_worker(redis_url):
                 overlaps.append(inside[0] > 1)
                 count = int(store.get("s", "count") or 0)
                 time.sleep(0.001)
-                store.set("s", "count", str(count + 1).encode())
+                store.set("s", {"count": str(count + 1).encode()})
                 inside[0] -= 1
 
     threads = [threading.Thread(target=work, args=(store,)) for store in stores]

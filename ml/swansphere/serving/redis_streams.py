@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -312,8 +312,8 @@ class RedisStateStore:
         with _reaching(self.url):
             return self._redis.hmget(self._base(stream_id), keys)
 
-    def set(self, stream_id: str, key: str, value: bytes) -> None:
-        self._write(stream_id, lambda pipe: pipe.hset(self._base(stream_id), key, value))
+    def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
+        self._write(stream_id, lambda pipe: pipe.hset(self._base(stream_id), mapping=dict(values)))
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         return bool(self._write(stream_id, lambda pipe: pipe.hsetnx(self._base(stream_id), key, value))[0])

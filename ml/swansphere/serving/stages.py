@@ -210,9 +210,9 @@ class VideoEncoderStage(Stage):
         """Moves the stream's state past the new frames (under its lock); what to publish."""
         stream = job.stream
         # Kept for `replay` before the state moves on.
-        self.store.set(stream, f"encoded@{job.done}", _pack(tokens))
+        self.store.set(stream, {f"encoded@{job.done}": _pack(tokens)})
         self.store.append(stream, "encoded", f"{job.done}:{job.count}".encode())
-        self.store.set(stream, "frames", str(job.count).encode())
+        self.store.set(stream, {"frames": str(job.count).encode()})
         out = [(SPATIAL_LM, Envelope(stream, "tokens", job.done, tensors={"tokens": tokens}))]
         if job.count < job.available:
             out.append((VIDEO_ENCODER, Envelope(stream, "encode", job.count)))
@@ -270,29 +270,34 @@ class SpatialLMStage(Stage):
         return out
 
     def _advance(self, stream: str) -> list[tuple[str, Envelope]]:
-        out = []
+        """Plans the stream's next patch if it can be planned now. At most one: patch t + 1 waits for
+        z_t, which LocDiT makes from this call's h_t. Seven state round trips (lock, release, the
+        stream's values, its tokens, the next token chunk, its recent latents, the write) when nothing
+        new arrived on the token list, however many patches the stream has."""
         with self.store.lock(stream):
-            spec_json, next_patch = self.store.get_many(stream, ["spec", "next"])
+            spec_json, next_patch, end_frames = self.store.get_many(stream, ["spec", "next", "end_frames"])
             if spec_json is None:
                 return []
             spec = StreamSpec.from_json(spec_json)
+            end = None if end_frames is None else int(end_frames)
             tokens = self._tokens(stream)
-            total = self._total_samples(stream, spec)
+            total = self._total_samples(spec, end)
             t = int(next_patch or 0)
-            while t < self._ready_patches(stream, t, tokens, spec):
-                previous = self._latents(stream, t - 1, 1)
-                if t > 0 and previous is None:
-                    break
-                start = time.perf_counter()
-                h = self._plan(stream, spec, t, tokens, previous)
-                self.seconds[self.name] += time.perf_counter() - start
-                out.append((LOCDIT, self._patch_message(stream, spec, t, h, total)))
-                self.store.set(stream, f"h@{t}", _pack(h))  # for `replay`, before the state moves on
-                t += 1
-                self.store.set(stream, "next", str(t).encode())
-            if total is not None and t == math.ceil(total / self.config.patch_samples):
+            if t >= self._ready_patches(t, tokens, spec, end):
+                return []
+            first_recent = max(0, t - self.recent_patches)
+            recent = self._latents(stream, first_recent, t - first_recent)  # z_{t-1} last
+            if t > 0 and recent is None:
+                return []
+            start = time.perf_counter()
+            h = self._plan(stream, spec, t, tokens, None if recent is None else recent[-1:])
+            self.seconds[self.name] += time.perf_counter() - start
+            message = self._patch_message(stream, spec, t, h, total, recent)
+            # h_t kept for `replay` in the same write that moves the state on
+            self.store.set(stream, {f"h@{t}": _pack(h), "next": str(t + 1).encode()})
+            if total is not None and t + 1 == math.ceil(total / self.config.patch_samples):
                 self.backend.end_stream(stream)
-        return out
+        return [(LOCDIT, message)]
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """The patch in flight of each redelivered message's stream: planned, its latents not back.
@@ -300,14 +305,16 @@ class SpatialLMStage(Stage):
         out = []
         for stream in dict.fromkeys(message.stream_id for message in messages):
             with self.store.lock(stream):
-                spec_json = self.store.get(stream, "spec")
-                t = int(self.store.get(stream, "next") or 0) - 1
-                h = self.store.get(stream, f"h@{t}")
-                if spec_json is None or h is None or self.store.get(stream, f"z@{t}") is not None:
+                spec_json, next_patch, end = self.store.get_many(stream, ["spec", "next", "end_frames"])
+                t = int(next_patch or 0) - 1
+                h, z = self.store.get_many(stream, [f"h@{t}", f"z@{t}"])
+                if spec_json is None or h is None or z is not None:
                     continue
                 spec = StreamSpec.from_json(spec_json)
-                total = self._total_samples(stream, spec)
-                out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total)))
+                total = self._total_samples(spec, None if end is None else int(end))
+                first_recent = max(0, t - self.recent_patches)
+                recent = self._latents(stream, first_recent, t - first_recent)
+                out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total, recent)))
         return out
 
     def _plan(
@@ -325,10 +332,15 @@ class SpatialLMStage(Stage):
             return self.backend.spatial_lm(stream, 0, video, prev, spec.text)[-1]
 
     def _patch_message(
-        self, stream: str, spec: StreamSpec, t: int, h: np.ndarray, total: int | None
+        self,
+        stream: str,
+        spec: StreamSpec,
+        t: int,
+        h: np.ndarray,
+        total: int | None,
+        recent: np.ndarray | None,
     ) -> Envelope:
-        first_recent = max(0, t - self.recent_patches)
-        recent = self._latents(stream, first_recent, t - first_recent)
+        """Patch t's request to LocDiT; `recent`: the clean latents before it (n, D, P), None at t = 0."""
         D = self.config.vae.latent_dim
         recent_frames = np.zeros((D, 0), np.float32) if recent is None else np.concatenate(list(recent), -1)
         first = t * self.config.patch_samples
@@ -370,19 +382,20 @@ class SpatialLMStage(Stage):
             return None
         return np.stack([_unpack(blob) for blob in blobs if blob is not None])
 
-    def _total_samples(self, stream: str, spec: StreamSpec) -> int | None:
+    def _total_samples(self, spec: StreamSpec, end_frames: int | None) -> int | None:
+        """The stream's length in samples once known: its duration, or its video's after `end`."""
         if spec.duration_s is not None:
             return round(spec.duration_s * SAMPLE_RATE)
-        end = self.store.get(stream, "end_frames")
-        return None if end is None else round(int(end) / VIDEO_FPS * SAMPLE_RATE)
+        return None if end_frames is None else round(end_frames / VIDEO_FPS * SAMPLE_RATE)
 
-    def _ready_patches(self, stream: str, t: int, tokens: np.ndarray | None, spec: StreamSpec) -> int:
+    def _ready_patches(
+        self, t: int, tokens: np.ndarray | None, spec: StreamSpec, end_frames: int | None
+    ) -> int:
         """Patches plannable now: the video frame of their last latent frame has its token (no
         look-ahead) and they end within the video so far; after the end, every patch of the stream."""
         received = 0 if tokens is None else len(tokens)
-        end_frames = self.store.get(stream, "end_frames")
-        total = self._total_samples(stream, spec)
-        if spec.duration_s is not None or (end_frames is not None and received >= int(end_frames)):
+        total = self._total_samples(spec, end_frames)
+        if spec.duration_s is not None or (end_frames is not None and received >= end_frames):
             assert total is not None
             return math.ceil(total / self.config.patch_samples)
         P, hop = self.config.patch_frames, self.config.vae.hop_length

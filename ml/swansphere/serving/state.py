@@ -7,7 +7,7 @@ restarted worker loses nothing (DESIGN §2): small values by key, and append-onl
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 
@@ -18,7 +18,9 @@ class StateStore(Protocol):
         """`get` of each key, in one round trip."""
         ...
 
-    def set(self, stream_id: str, key: str, value: bytes) -> None: ...
+    def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
+        """Set every key of `values`, in one round trip and all at once."""
+        ...
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         """Set `key` only if it is unset; True if this call set it (an emit-once guard)."""
@@ -54,8 +56,8 @@ class MemoryStateStore:
         values = self._values[stream_id]
         return [values.get(key) for key in keys]
 
-    def set(self, stream_id: str, key: str, value: bytes) -> None:
-        self._values[stream_id][key] = value
+    def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
+        self._values[stream_id].update(values)
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         if key in self._values[stream_id]:
