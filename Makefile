@@ -57,13 +57,13 @@ triton-repository: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/swansphere bench --preset tiny --device cpu --streams 4 --json
 
-# The same on one GPU at the paper's scale (random weights, bf16, CUDA graphs), 32 concurrent streams.
 # Service mode (issue 7, part 2): the local cluster against embedded mode, per patch and at 4 streams.
 bench-service: $(STAMP)
 	$(PY) -m services.local_cluster up
 	$(VENV)/bin/swansphere bench --target $$(cat .run/gateway.addr) --streams 4 --json; \
 	status=$$?; $(PY) -m services.local_cluster down; exit $$status
 
+# The same on one GPU at the paper's scale (random weights, bf16, CUDA graphs), 32 concurrent streams.
 bench-gpu: $(STAMP)
 	$(VENV)/bin/swansphere bench --preset paper --device cuda --streams 32 --json
 
