@@ -141,6 +141,25 @@ def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames):
     assert np.max(np.abs(audio - expected)) <= 1e-5
 
 
+class EndRecordingBackend(TorchBackend):
+    def __init__(self, model):
+        super().__init__(model)
+        self.ended: list[str] = []
+
+    def end_stream(self, stream_id: str) -> None:
+        self.ended.append(stream_id)
+        super().end_stream(stream_id)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_lm_frees_a_streams_state_once_its_last_patch_is_planned(model, frames, seed):
+    """Whatever order the messages take, the LM's cache of a finished stream does not wait for the
+    LRU to evict it."""
+    backend = EndRecordingBackend(model)
+    run_stream(model, frames, UnrulyTransport(seed), MemoryStateStore(), backend)
+    assert "s1" in backend.ended
+
+
 def test_text_only_stream_runs_for_its_duration(model):
     spec = StreamSpec("t", text="rain", settings=SETTINGS, duration_s=1.0)
     expected = generate(model, None, text="rain", settings=SETTINGS, duration_s=1.0)

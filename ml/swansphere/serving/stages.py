@@ -274,6 +274,7 @@ class SpatialLMStage(Stage):
         z_t, which LocDiT makes from this call's h_t. Seven state round trips (lock, release, the
         stream's values, its tokens, the next token chunk, its recent latents, the write) when nothing
         new arrived on the token list, however many patches the stream has."""
+        message = None
         with self.store.lock(stream):
             spec_json, next_patch, end_frames = self.store.get_many(stream, ["spec", "next", "end_frames"])
             if spec_json is None:
@@ -283,21 +284,20 @@ class SpatialLMStage(Stage):
             tokens = self._tokens(stream)
             total = self._total_samples(spec, end)
             t = int(next_patch or 0)
-            if t >= self._ready_patches(t, tokens, spec, end):
-                return []
-            first_recent = max(0, t - self.recent_patches)
-            recent = self._latents(stream, first_recent, t - first_recent)  # z_{t-1} last
-            if t > 0 and recent is None:
-                return []
-            start = time.perf_counter()
-            h = self._plan(stream, spec, t, tokens, None if recent is None else recent[-1:])
-            self.seconds[self.name] += time.perf_counter() - start
-            message = self._patch_message(stream, spec, t, h, total, recent)
-            # h_t kept for `replay` in the same write that moves the state on
-            self.store.set(stream, {f"h@{t}": _pack(h), "next": str(t + 1).encode()})
-            if total is not None and t + 1 == math.ceil(total / self.config.patch_samples):
+            if t < self._ready_patches(t, tokens, spec, end):
+                first_recent = max(0, t - self.recent_patches)
+                recent = self._latents(stream, first_recent, t - first_recent)  # z_{t-1} last
+                if t == 0 or recent is not None:
+                    start = time.perf_counter()
+                    h = self._plan(stream, spec, t, tokens, None if recent is None else recent[-1:])
+                    self.seconds[self.name] += time.perf_counter() - start
+                    message = self._patch_message(stream, spec, t, h, total, recent)
+                    # h_t kept for `replay` in the same write that moves the state on
+                    self.store.set(stream, {f"h@{t}": _pack(h), "next": str(t + 1).encode()})
+                    t += 1
+            if total is not None and t == math.ceil(total / self.config.patch_samples):
                 self.backend.end_stream(stream)
-        return [(LOCDIT, message)]
+        return [] if message is None else [(LOCDIT, message)]
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """The patch in flight of each redelivered message's stream: planned, its latents not back.
