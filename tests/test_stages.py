@@ -9,6 +9,7 @@ from helpers_model import tiny_model
 
 from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
+from swansphere.serving import stages
 from swansphere.serving.backend import TorchBackend
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.session import StreamFailedError, StreamSession
@@ -235,6 +236,22 @@ def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
     whole = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
     assert stage.context_frames < 23 and streamed.shape == whole.shape
     assert np.max(np.abs(streamed - whole)) <= 1e-5
+
+
+def test_a_long_burst_is_encoded_a_bounded_number_of_frames_per_call(model, monkeypatch):
+    """A clip sent at once is encoded MAX_CALL_FRAMES at a time, each call nudging the next, and the
+    tokens are still those of the whole clip."""
+    monkeypatch.setattr(stages, "MAX_CALL_FRAMES", 4)
+    clip = (np.random.default_rng(7).random((12, 64, 128, 3)) * 255).astype(np.uint8)
+    stage = build_stages(TorchBackend(model), MemoryStateStore())["video_encoder"]
+    pending, tokens = [Envelope("a", "frames", 0, tensors={"frames": clip})], []
+    while pending:
+        out = stage.handle(pending)
+        tokens += [m for topic, m in out if topic == "spatial_lm"]
+        pending = [m for topic, m in out if topic == "video_encoder"]
+    assert [(m.index, len(m.tensors["tokens"])) for m in tokens] == [(0, 2), (2, 4), (6, 4), (10, 2)]
+    whole = TorchBackend(model).video_encoder(model_pixels(clip, (64, 128))[None])[0]
+    assert np.max(np.abs(np.concatenate([m.tensors["tokens"] for m in tokens]) - whole)) <= 1e-5
 
 
 def test_the_video_encoder_reads_8_bit_pixels(model):

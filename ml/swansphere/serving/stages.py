@@ -112,24 +112,27 @@ class Stage:
         return []
 
 
-FRAME_SCAN = 64
-"""Frame keys one state read looks ahead for new frames (more take further reads)."""
-
 FIRST_CALL_FRAMES = 2
 """Frames a stream's first video-encoder call encodes: 0.5 s of video, what its first two patches
 (2 × 186 ms of audio) look at; the rest of a burst waits for the next call (see `handle`)."""
+
+MAX_CALL_FRAMES = 64
+"""Most new frames of one stream a later call encodes (16 s of video). A client that sends a long
+clip at once would otherwise have all of it encoded in one call, its memory growing with the clip
+(2400 frames for 10 minutes) and every other stream's video waiting behind it; the rest follows by
+the stage's own `encode` message, each call recomputing `context_frames` before its new frames."""
 
 
 @dataclass
 class _EncoderJob:
     """One stream's share of a video-encoder call: frames first .. count − 1 of which done .. count − 1
-    are new; `available` frames are filed in all."""
+    are new; `more`: frame `count` is filed already (the stage sends itself an `encode` for it)."""
 
     stream: str
     first: int
     done: int
     count: int
-    available: int
+    more: bool
     window: np.ndarray  # (count − first, 3, h, w) uint8
 
 
@@ -190,21 +193,20 @@ class VideoEncoderStage(Stage):
             self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
 
     def _new_frames(self, stream: str) -> _EncoderJob | None:
-        """The window that encodes the stream's new contiguous frames (under the stream's lock)."""
+        """The window that encodes the stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in
+        its first call and `MAX_CALL_FRAMES` in any later one (under the stream's lock)."""
         done = int(self.store.get(stream, "frames") or 0)
         first = max(0, done - self.context_frames)
-        blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, done + FRAME_SCAN)])
+        limit = done + (FIRST_CALL_FRAMES if done == 0 else MAX_CALL_FRAMES)
+        # One frame past the limit tells whether more are waiting.
+        blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, limit + 1)])
         if any(blob is None for blob in blobs[: done - first]):
             raise InputError(f"video_encoder: stream {stream} lost frames {first}..{done - 1} (expired)")
-        while blobs[-1] is not None:  # more new frames than one scan
-            end = first + len(blobs)
-            blobs += self.store.get_many(stream, [f"frame@{i}" for i in range(end, end + FRAME_SCAN)])
-        available = first + blobs.index(None)
-        count = min(available, FIRST_CALL_FRAMES) if done == 0 else available
+        count = first + blobs.index(None) if None in blobs[: limit - first] else limit
         if count == done:
             return None
         window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
-        return _EncoderJob(stream, first, done, count, available, window)
+        return _EncoderJob(stream, first, done, count, blobs[count - first] is not None, window)
 
     def _commit(self, job: _EncoderJob, tokens: np.ndarray) -> list[tuple[str, Envelope]]:
         """Moves the stream's state past the new frames (under its lock); what to publish."""
@@ -214,7 +216,7 @@ class VideoEncoderStage(Stage):
         self.store.append(stream, "encoded", f"{job.done}:{job.count}".encode())
         self.store.set(stream, {"frames": str(job.count).encode()})
         out = [(SPATIAL_LM, Envelope(stream, "tokens", job.done, tensors={"tokens": tokens}))]
-        if job.count < job.available:
+        if job.more:
             out.append((VIDEO_ENCODER, Envelope(stream, "encode", job.count)))
         return out
 
