@@ -41,6 +41,9 @@ RESTART_BACKOFF_S = 1.0
 UP_TIMEOUT_S = 300.0
 RANDOM_INIT_SEED = 0
 """Seed of the tiny random-init model served when no checkpoint is given."""
+MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""`mlflow server` without its job runner: seven huey worker processes (about 250 MB each, polling
+all the time) for server-side jobs nothing here uses, which took CPU from the pipeline on 2 cores."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,10 @@ class Supervisor:
                 f"sqlite:///{data / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(data / "mlflow-artifacts"),
+                "--workers",
+                "1",
             ],
-            {},
+            MLFLOW_ENV,
         )
         for name, port in (("redis", p.redis), ("kafka", p.kafka), ("s3", p.s3), ("mlflow", p.mlflow)):
             wait_port(port, 60.0, self.processes[name], name)

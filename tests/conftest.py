@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers_captioning import ChatServer
 
+from services.local_cluster import MLFLOW_ENV
+
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -134,7 +136,7 @@ def mlflow_server(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     Minio(host, access_key="testing", secret_key="testing", secure=False).make_bucket("mlflow")
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    env = {**os.environ, **S3_CREDENTIALS, **MLFLOW_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server}
     command = [
         str(Path(sys.executable).with_name("mlflow")),
         "server",
