@@ -51,17 +51,18 @@ for _, reply in ipairs(groups) do
       end
       return {group["pending"], 0}
     end
-    return {group["pending"], group["lag"] or -1}
+    return {group["pending"], group["lag"] or stream["length"]}
   end
 end
 return {0, stream["length"]}
 """
-"""Pending plus lag of a group (or the stream's length before the group exists), atomically
-repairing Redis's read counter when the group has read every entry. Redis 7.0 can restart from its
-append-only file with a group's `entries-read` behind its last delivered entry (seen after restarts
-of `make up`); the counter then only ever increments, so the lag stays too high by that much forever
-and the gateway would refuse every stream as overloaded. Once the group has read everything the true
-count is known (`entries-added`), and that is when the script sets it."""
+"""Pending plus lag of a group (the stream's length stands in before the group exists, or for a lag
+Redis cannot tell), atomically repairing Redis's read counter when the group has read every entry.
+Redis 7.0 can restart from its append-only file with a group's `entries-read` behind its last
+delivered entry (seen after restarts of `make up`); the counter then only ever increments, so the lag
+stays too high by that much forever and the gateway would refuse every stream as overloaded. Once
+the group has read everything the true count is known (`entries-added`), and that is when the
+script sets it."""
 
 _RELEASE = """
 if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end
@@ -241,8 +242,6 @@ class RedisTransport:
                 if "no such key" in str(err).lower():
                     return 0
                 raise
-            if lag < 0:
-                lag = int(self._redis.xlen(key))
             return int(pending) + int(lag)
 
     def delete(self, topic: str) -> None:
