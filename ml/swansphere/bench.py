@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from swansphere.client import SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.models.locdit import LocDiT, LocDiTConfig
@@ -400,6 +399,10 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
     Concurrency twice: streams that send their whole clip at once (a burst: each stream's later
     patches compete with the others' first), and live streams that send frames at 4 fps, as cameras
     do (`concurrency.live`), the case the embedded bench's lockstep streams stand for."""
+    # Imported here: only the service bench speaks gRPC, so the embedded bench also runs on a machine
+    # that has torch but not our generated gRPC code (a bare GPU box).
+    from swansphere.client import SwanSphereClient
+
     config = preset(settings.preset)
     frames = synthetic_video(config, settings.seconds, settings.seed)
     generation = GenerationSettings(seed=settings.seed, steps=settings.steps)
