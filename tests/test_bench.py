@@ -16,7 +16,7 @@ from helpers_model import tiny_model
 from swansphere.cli import main
 from swansphere.models.locdit import LocDiT, LocDiTConfig
 from swansphere.models.sampler import Guidance, cosine_time_grid, euler, guided_velocity, sample_patch
-from swansphere.serving.backend import TorchBackend
+from swansphere.serving.backend import LMStateLostError, TorchBackend
 
 STAGE_KEYS = {"spatial_lm_s", "locdit_s", "video_encoder_s", "vae_decoder_s"}
 
@@ -154,3 +154,18 @@ def test_bf16_autocast_backend_runs_on_cpu(model):
     audio = backend.vae_decoder(z)
     assert h.dtype == z.dtype == audio.dtype == np.float32
     assert audio.shape == (1, 4, model.config.patch_samples) and np.isfinite(audio).all()
+
+
+def test_reset_forgets_every_stream(model):
+    """The bench's measured runs reuse one backend (and its CUDA graphs) after `reset`: no stream's LM
+    cache or decoder state may survive it, or a run would skip work the previous run did."""
+    backend = TorchBackend(model)
+    video, history = np.zeros((1, 4, 32), np.float32), np.zeros((0, 16, 4), np.float32)
+    h = backend.spatial_lm("s", 0, video, history, None)
+    z = backend.locdit(h, np.zeros((1, 16, 8), np.float32), [0], [0], 2, Guidance())
+    backend.vae_decoder(z)
+    assert len(backend.decoder_states._states) == 1
+    backend.reset()
+    assert len(backend.decoder_states._states) == 0
+    with pytest.raises(LMStateLostError, match="stream s has no state"):
+        backend.spatial_lm("s", 1, video, z, None)

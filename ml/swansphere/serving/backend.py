@@ -199,9 +199,16 @@ class TorchBackend:
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs needs the model on a CUDA device, it is on {self.device}")
         self.autocast = autocast
-        self.lm_states = LMStates(self.model, lm_capacity, autocast)
-        self.decoder_states = DecoderStates(decoder_capacity)
+        self._capacities = (lm_capacity, decoder_capacity)
         self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every stream (LM caches, decoder states) but keep the captured CUDA graphs: a started
+        server's state before its first stream, without paying the capture again."""
+        lm_capacity, decoder_capacity = self._capacities
+        self.lm_states = LMStates(self.model, lm_capacity, self.autocast)
+        self.decoder_states = DecoderStates(decoder_capacity)
 
     @torch.no_grad()
     def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
