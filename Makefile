@@ -40,7 +40,7 @@ train-tiny: $(STAMP)
 	PYTHON=$(PY) ml/train_tiny.sh $(CONFIGS)
 
 # The whole service system on loopback (DESIGN §5): pids and logs in .run/, gateway address in
-# .run/gateway.addr. CHECKPOINT=path serves a trained model (default: the tiny random-init one).
+# .run/gateway.addr. CHECKPOINT=path serves another model (default: the shipped tiny one).
 up: $(STAMP)
 	$(PY) -m services.local_cluster up $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 

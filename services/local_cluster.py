@@ -25,12 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from swansphere.checkpoint import save_checkpoint
+from swansphere.checkpoint import SHIPPED_TINY
 from swansphere.errors import InputError
-from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 from swansphere.serving.triton_export import export_repository
 from swansphere.serving.tritonserver import TritonServer
 
@@ -39,8 +37,6 @@ log = logging.getLogger("local_cluster")
 STAGE_SERVICES = ("video_encoder", "spatial_lm", "locdit", "vae_decoder")
 RESTART_BACKOFF_S = 1.0
 UP_TIMEOUT_S = 300.0
-RANDOM_INIT_SEED = 0
-"""Seed of the tiny random-init model served when no checkpoint is given."""
 MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 """`mlflow server` without its job runner: seven huey worker processes (about 250 MB each, polling
 all the time) for server-side jobs nothing here uses, which took CPU from the pipeline on 2 cores."""
@@ -152,12 +148,7 @@ class Supervisor:
         (self.run_dir / "supervisor.pid").unlink(missing_ok=True)
 
     def _export(self) -> Path:
-        checkpoint = self.checkpoint
-        if checkpoint is None:
-            torch.manual_seed(RANDOM_INIT_SEED)
-            checkpoint = str(self.run_dir / "random-init-tiny.safetensors")
-            save_checkpoint(SwanSphere(SwanSphereConfig.tiny()), checkpoint, {"label": "tiny random-init"})
-            log.info("no checkpoint given: serving a tiny random-init model (%s)", checkpoint)
+        checkpoint = self.checkpoint or str(SHIPPED_TINY)
         repository = self.run_dir / "triton" / "models"
         shutil.rmtree(repository, ignore_errors=True)
         export_repository(checkpoint, repository, max_batch=16, instances=1, kind="cpu")
@@ -390,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "supervise"))
     parser.add_argument("--run-dir", type=Path, default=Path(".run"))
     parser.add_argument("--base-port", type=int, default=50051)
-    parser.add_argument("--checkpoint", help="model to serve (local or s3://); default: tiny random-init")
+    parser.add_argument("--checkpoint", help="model to serve (local or s3://); default: the shipped tiny one")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":

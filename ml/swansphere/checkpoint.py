@@ -20,6 +20,8 @@ from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 
 FORMAT = "swansphere-v1"
 TEXT_ENCODER_PREFIX = "text_encoder."
+SHIPPED_TINY = Path(__file__).parent / "checkpoints" / "swansphere-tiny.safetensors"
+"""The trained tiny model that ships with the package (`make demo`); its model card lies beside it."""
 
 
 def save_checkpoint(model: SwanSphere, uri: str | Path, extra: dict[str, str] | None = None) -> None:
