@@ -141,6 +141,24 @@ def test_a_time_budget_stops_the_job_with_a_final_checkpoint(clips, tmp_path):
     assert len(spread) == 1 and spread[0].value > 0
 
 
+def test_vae_job_scores_its_reconstructions_on_held_out_clips(clips, tmp_path):
+    """The VAE bounds every generator's accuracy: its job logs the reconstructions' DoA error next to
+    the reference audio's own floor."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fields = common(clips, tmp_path / "vae", tracking)
+    fields["data"] |= {"eval_manifest": clips, "eval_clips": 2}
+    vae = {"adversarial_weight": 0, "feature_weight": 0, "stft_fft_sizes": [128]}
+    config = write_config(tmp_path, job="vae", steps=1, vae=vae, **fields)
+    assert main(["vae", "--config", config]) == 0
+    client = MlflowClient(tracking)
+    run = client.get_run(run_id(tmp_path / "vae", "step_0000001"))
+    metrics = run.data.metrics
+    assert metrics["eval.clips"] == 2
+    for key in ("reference", "reconstruction"):  # the reference: the estimator's own floor
+        assert 0 <= metrics[f"eval.{key}_segment_angular_deg_median"] <= 180
+    assert "eval/heldout.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+
+
 def test_svac_job_trains_the_heads_only_when_the_encoders_are_frozen(clips, tiny_checkpoint, tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fields = common(clips, tmp_path / "svac", tracking, batch_size=3)

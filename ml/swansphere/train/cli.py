@@ -4,7 +4,8 @@
 
 Each job loads its starting checkpoint (`init`), trains its part of the model with `Trainer`, then
 writes `final.safetensors` and logs to MLflow: params, per-step losses, the checkpoint, a sample FOA
-clip with its DoA plot and, for generator jobs with `data.eval_manifest`, the held-out table.
+clip with its DoA plot and, with `data.eval_manifest`, the held-out table (the VAE's reconstructions,
+or the generator's generations).
 """
 
 import logging
@@ -168,11 +169,14 @@ def finish(
         plot_doa(segment_doa(sample), png, trajectory=clip.trajectory, title=f"{config.job}: {clip.name}")
         tracker.log_artifact(wav, "samples")
         tracker.log_artifact(png, "samples")
-    if config.job in ("swansphere", "odpo") and config.data.eval_manifest:
+    if config.job != "svac" and config.data.eval_manifest:
         held_out = synthsphere(config.data.eval_manifest, model.config.svac.video.frame_size)
-        rows, summary = heldout.evaluate(
-            model, held_out, config.data.eval_clips, GenerationSettings(seed=config.seed)
-        )
+        if config.job == "vae":
+            rows, summary = heldout.evaluate_reconstruction(model, held_out, config.data.eval_clips)
+        else:
+            rows, summary = heldout.evaluate(
+                model, held_out, config.data.eval_clips, GenerationSettings(seed=config.seed)
+            )
         tracker.log_table(rows, "eval/heldout.json")
         tracker.log_metrics({f"eval.{k}": v for k, v in summary.items()}, steps)
         log.info("held-out: %s", summary)
@@ -183,9 +187,7 @@ def finish(
 def _sample(config: TrainConfig, model: SwanSphere, clip: Clip) -> np.ndarray:
     """What the job's model makes of one clip: a VAE reconstruction, or a generation from its video."""
     if config.job in ("vae", "svac"):
-        with torch.no_grad():
-            audio = model.vae.pad_to_hop(clip.foa[None].to(model.latent_mean.device))
-            return model.vae.decode(model.vae.encode(audio, sample=False))[0].cpu().numpy()
+        return heldout.reconstruct(model, clip.foa)
     return heldout.generate_pair(model, clip, GenerationSettings(seed=config.seed))["video"]
 
 

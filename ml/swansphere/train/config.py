@@ -28,7 +28,8 @@ class DataConfig(_Section):
     curriculum_manifest: str | None = None
     """Mono/stereo clips for the pseudo-FOA pre-training stage (App. B.3); None skips the stage."""
     eval_manifest: str | None = None
-    """Held-out clips (a seed never used in training) scored at the end of generator jobs."""
+    """Held-out clips (a seed never used in training) scored when the job ends: the VAE job's
+    reconstructions, the generator jobs' generations (`train/heldout.py`)."""
     eval_clips: int = Field(8, ge=1)
     seconds: float = Field(2.0, gt=0)
     """Length of the random training crops."""

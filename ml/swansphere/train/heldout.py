@@ -5,11 +5,16 @@ replaced by the null embedding (same duration, no text). Both are scored against
 trajectory of the clip's first source by the segment protocol (degrees, all segments pooled) and
 against the clip's reference FOA by the paper protocol (radians, DESIGN §5b). A model that is
 *looking* scores far better with the video than without.
+
+The VAE job scores its reconstructions the same way (`evaluate_reconstruction`): no generator can
+place a sound more precisely than the decoder reproduces one, so this is the first number to watch.
 """
 
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from swansphere.conventions import SAMPLE_RATE
@@ -19,7 +24,7 @@ from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.metrics import paper_doa_errors, trajectory_errors
 from swansphere.models.swansphere import SwanSphere
-from swansphere.trajectory import Scene
+from swansphere.trajectory import Scene, Source
 
 CONDITIONS = ("video", "null_video")
 """Generated with the clip's video / with the null video embedding."""
@@ -37,6 +42,43 @@ def generate_pair(model: SwanSphere, clip: Clip, settings: GenerationSettings) -
     }
 
 
+@torch.no_grad()
+def reconstruct(model: SwanSphere, foa: Tensor) -> np.ndarray:
+    """The VAE's reconstruction (4, N) of FOA (4, N), through the posterior mean."""
+    audio = model.vae.pad_to_hop(foa[None].to(model.latent_mean.device))
+    return model.vae.decode(model.vae.encode(audio, sample=False))[0, :, : foa.shape[-1]].cpu().numpy()
+
+
+def evaluate_reconstruction(
+    model: SwanSphere, dataset: Dataset, clips: int
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per-clip rows and the summary of the VAE's reconstructions over the first `clips` clips."""
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    pooled: list[float] = []
+    floors: list[float] = []
+    for i in range(min(clips, len(dataset))):
+        clip = dataset[i]
+        source = _first_source(clip)
+        floor = trajectory_errors(segment_doa(clip.foa.numpy()), source)
+        errors = trajectory_errors(segment_doa(reconstruct(model, clip.foa)), source)
+        floors += floor["angular_deg"]
+        pooled += errors["angular_deg"]
+        rows.append(
+            {
+                "clip": clip.name,
+                "reference_angular_deg_median": round(floor["angular_deg_median"], 2),
+                "reconstruction_angular_deg_median": round(errors["angular_deg_median"], 2),
+            }
+        )
+    return rows, {
+        "clips": float(len(rows)),
+        "reference_segment_angular_deg_median": float(np.median(floors)),
+        "reconstruction_segment_angular_deg_median": float(np.median(pooled)),
+        "reconstruction_segment_angular_deg_mean": float(np.mean(pooled)),
+    }
+
+
 def evaluate(
     model: SwanSphere, dataset: Dataset, clips: int, settings: GenerationSettings
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -49,9 +91,7 @@ def evaluate(
     floors: list[float] = []
     for i in range(min(clips, len(dataset))):
         clip = dataset[i]
-        if clip.trajectory is None:
-            raise InputError(f"{clip.name}: held-out clips need a trajectory")
-        source = Scene.model_validate(clip.trajectory).sources[0]
+        source = _first_source(clip)
         reference = clip.foa.numpy()
         references.append(reference)
         floor = trajectory_errors(segment_doa(reference), source)
@@ -81,3 +121,9 @@ def evaluate(
         )
         summary |= {f"{condition}_paper_{key}": value for key, value in paper.items()}
     return rows, summary
+
+
+def _first_source(clip: Clip) -> Source:
+    if clip.trajectory is None:
+        raise InputError(f"{clip.name}: held-out clips need a trajectory")
+    return Scene.model_validate(clip.trajectory).sources[0]
