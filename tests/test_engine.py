@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swansphere.checkpoint import load_checkpoint, save_checkpoint
-from swansphere.engine import GenerationSettings, StreamingGenerator, generate
+from swansphere.engine import GenerationInput, GenerationSettings, StreamingGenerator, generate, generate_many
 from swansphere.errors import InputError
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 
@@ -182,3 +182,32 @@ def test_a_file_that_is_not_a_checkpoint_is_an_input_error(tmp_path):
         load_checkpoint(junk)
     with pytest.raises(InputError, match="no such file"):
         load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_many_inputs_run_as_concurrent_streams_and_each_equals_its_own_generation(model, frames):
+    """`generate_many` batches streams in LocDiT and the decoder; each output stays its input's (its
+    seed, its condition), up to the rounding of batched arithmetic."""
+    inputs = [GenerationInput(frames[:6], settings=GenerationSettings(seed=s, **FAST)) for s in (1, 2)]
+    inputs.append(
+        GenerationInput(None, text="rain", settings=GenerationSettings(seed=3, **FAST), duration_s=1.0)
+    )
+    together = generate_many(model, inputs)
+    for item, audio in zip(inputs, together, strict=True):
+        alone = generate(model, item.frames, item.text, item.settings, item.duration_s)
+        assert audio.shape == alone.shape
+        assert np.max(np.abs(audio - alone)) <= 1e-4
+    assert not np.allclose(together[0], together[1]), "different seeds, different audio"
+
+
+def test_an_offline_clip_of_more_than_128_patches_comes_out_whole(model):
+    """A session hands out at most 64 chunks per take; the engine takes until none is left."""
+    video = np.zeros((100, 64, 128, 3), np.uint8)  # 25 s: 135 patches
+    audio = generate(model, video, settings=GenerationSettings(steps=1))
+    assert audio.shape == (4, 25 * 44100)
+
+
+def test_an_input_needs_frames_or_a_duration_but_not_both(frames):
+    with pytest.raises(InputError, match="give video frames, or a duration"):
+        GenerationInput(None)
+    with pytest.raises(InputError, match="not both"):
+        GenerationInput(frames, duration_s=1.0)

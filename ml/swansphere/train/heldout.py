@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.datasets import Clip
 from swansphere.doa import segment_doa
-from swansphere.engine import GenerationSettings, generate
+from swansphere.engine import GenerationInput, GenerationSettings, generate_many
 from swansphere.errors import InputError
 from swansphere.metrics import paper_doa_errors, trajectory_errors
 from swansphere.models.swansphere import SwanSphere
@@ -30,16 +30,21 @@ CONDITIONS = ("video", "null_video")
 """Generated with the clip's video / with the null video embedding."""
 
 
-def generate_pair(model: SwanSphere, clip: Clip, settings: GenerationSettings) -> dict[str, np.ndarray]:
-    """FOA (4, N) generated from the clip's video and from the null video."""
+def pair_inputs(clip: Clip, settings: GenerationSettings) -> list[GenerationInput]:
+    """The clip's two generations, in `CONDITIONS` order: from its video, and from the null video."""
     if clip.frames is None:
         raise InputError(f"{clip.name}: held-out clips need video")
     frames = (clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (T, H, W, 3)
     duration_s = clip.foa.shape[-1] / SAMPLE_RATE
-    return {
-        "video": generate(model, frames, settings=settings),
-        "null_video": generate(model, None, settings=settings, duration_s=duration_s),
-    }
+    return [
+        GenerationInput(frames, settings=settings),
+        GenerationInput(None, settings=settings, duration_s=duration_s),
+    ]
+
+
+def generate_pair(model: SwanSphere, clip: Clip, settings: GenerationSettings) -> dict[str, np.ndarray]:
+    """FOA (4, N) generated from the clip's video and from the null video."""
+    return dict(zip(CONDITIONS, generate_many(model, pair_inputs(clip, settings)), strict=True))
 
 
 @torch.no_grad()
@@ -89,9 +94,11 @@ def evaluate(
     generated: dict[str, list[np.ndarray]] = {c: [] for c in CONDITIONS}
     references = []
     floors: list[float] = []
-    for i in range(min(clips, len(dataset))):
-        clip = dataset[i]
-        source = _first_source(clip)
+    chosen = [dataset[i] for i in range(min(clips, len(dataset)))]
+    sources = [_first_source(clip) for clip in chosen]
+    # Every clip's two generations at once: concurrent streams batch in LocDiT and the decoder.
+    outputs = generate_many(model, [item for clip in chosen for item in pair_inputs(clip, settings)])
+    for i, (clip, source) in enumerate(zip(chosen, sources, strict=True)):
         reference = clip.foa.numpy()
         references.append(reference)
         floor = trajectory_errors(segment_doa(reference), source)
@@ -100,7 +107,7 @@ def evaluate(
             "clip": clip.name,
             "reference_angular_deg_median": round(floor["angular_deg_median"], 2),
         }
-        for condition, foa in generate_pair(model, clip, settings).items():
+        for condition, foa in zip(CONDITIONS, outputs[2 * i : 2 * i + 2], strict=True):
             n = min(foa.shape[-1], reference.shape[-1])
             generated[condition].append(foa[:, :n])
             errors = trajectory_errors(segment_doa(foa[:, :n]), source)

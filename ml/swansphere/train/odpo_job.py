@@ -18,7 +18,7 @@ from torch import Tensor
 
 from swansphere import odpo, storage
 from swansphere.datasets import Clip, ClipDataset, crop
-from swansphere.engine import GenerationSettings, generate
+from swansphere.engine import GenerationInput, GenerationSettings, generate_many
 from swansphere.errors import InputError
 from swansphere.feedback import RewardComponents, Sample, SampleConsumer, SampleProducer
 from swansphere.models.locdit import flow_matching_noise
@@ -114,22 +114,24 @@ def odpo_batches(
         inputs = [_renamed(clip, f"{clip.name}.r{index}.i{k}") for k, clip in enumerate(inputs)]
         model.eval()
         pools: dict[str, list[Candidate]] = {}
-        for k, clip in enumerate(inputs):
-            frames = (clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (T, H, W, 3)
+        videos = [(clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for clip in inputs]
+        # Every candidate of the round at once: concurrent streams batch in LocDiT and the decoder.
+        generated = generate_many(
+            model,
+            [
+                GenerationInput(
+                    frames,
+                    text=clip.caption or None,
+                    settings=GenerationSettings(seed=(seed + 1000 * k + c) % 2**31, steps=cfg.sample_steps),
+                )
+                for k, (clip, frames) in enumerate(zip(inputs, videos, strict=True))
+                for c in range(cfg.candidates)
+            ],
+        )
+        for k, (clip, frames) in enumerate(zip(inputs, videos, strict=True)):
             reference = clip.foa.numpy()
-            candidates = np.stack(
-                [
-                    generate(
-                        model,
-                        frames,
-                        text=clip.caption or None,
-                        settings=GenerationSettings(
-                            seed=(seed + 1000 * k + c) % 2**31, steps=cfg.sample_steps
-                        ),
-                    )[:, : reference.shape[-1]]
-                    for c in range(cfg.candidates)
-                ]
-            )
+            own = generated[k * cfg.candidates : (k + 1) * cfg.candidates]
+            candidates = np.stack([foa[:, : reference.shape[-1]] for foa in own])
             scored = rewards.score(candidates, reference, frames, clip.caption or None)
             pools[clip.name] = [
                 Candidate(
