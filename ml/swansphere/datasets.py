@@ -59,6 +59,13 @@ class Clip:
     trajectory: dict | None
     """The trajectory JSON (DESIGN §5) when the layout has one."""
 
+    def pixels(self) -> np.ndarray:
+        """The frames as video files and the engine take them: (T, H, W, 3) uint8. Exact, since the
+        loaders quantise frames to 1/255 steps."""
+        if self.frames is None:
+            raise InputError(f"{self.name}: clip has no video")
+        return (self.frames * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
 
 @dataclass
 class Batch:
@@ -460,8 +467,7 @@ def _encode_members(clip: Clip, key: str) -> dict[str, bytes]:
         members[f"{key}.wav"] = audio.read_bytes()
         if clip.frames is not None:
             video = Path(folder, "clip.mp4")
-            frames = (clip.frames * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
-            write_video(video, frames, fps=VIDEO_FPS, crf=SHARD_VIDEO_CRF)
+            write_video(video, clip.pixels(), fps=VIDEO_FPS, crf=SHARD_VIDEO_CRF)
             members[f"{key}.mp4"] = video.read_bytes()
     return members
 

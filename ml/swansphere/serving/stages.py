@@ -287,8 +287,7 @@ class SpatialLMStage(Stage):
             total = self._total_samples(spec, end)
             t = int(next_patch or 0)
             if t < self._ready_patches(t, tokens, spec, end):
-                first_recent = max(0, t - self.recent_patches)
-                recent = self._latents(stream, first_recent, t - first_recent)  # z_{t-1} last
+                recent = self._recent_latents(stream, t)  # z_{t-1} last
                 if t == 0 or recent is not None:
                     start = time.perf_counter()
                     h = self._plan(stream, spec, t, tokens, None if recent is None else recent[-1:])
@@ -314,8 +313,7 @@ class SpatialLMStage(Stage):
                     continue
                 spec = StreamSpec.from_json(spec_json)
                 total = self._total_samples(spec, None if end is None else int(end))
-                first_recent = max(0, t - self.recent_patches)
-                recent = self._latents(stream, first_recent, t - first_recent)
+                recent = self._recent_latents(stream, t)
                 out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total, recent)))
         return out
 
@@ -374,6 +372,11 @@ class SpatialLMStage(Stage):
             chunks.append(_unpack(blob))
             count += len(chunks[-1])
         return np.concatenate(chunks) if chunks else None
+
+    def _recent_latents(self, stream: str, t: int) -> np.ndarray | None:
+        """The clean latents patch t's request carries (`recent_patches` before it); None at t = 0."""
+        first = max(0, t - self.recent_patches)
+        return self._latents(stream, first, t - first)
 
     def _latents(self, stream: str, first: int, n: int) -> np.ndarray | None:
         """Latents of patches first .. first+n-1 (n, D, P); None if any is missing or n is 0."""

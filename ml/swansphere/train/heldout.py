@@ -34,10 +34,9 @@ def pair_inputs(clip: Clip, settings: GenerationSettings) -> list[GenerationInpu
     """The clip's two generations, in `CONDITIONS` order: from its video, and from the null video."""
     if clip.frames is None:
         raise InputError(f"{clip.name}: held-out clips need video")
-    frames = (clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)  # (T, H, W, 3)
     duration_s = clip.foa.shape[-1] / SAMPLE_RATE
     return [
-        GenerationInput(frames, settings=settings),
+        GenerationInput(clip.pixels(), settings=settings),
         GenerationInput(None, settings=settings, duration_s=duration_s),
     ]
 

@@ -114,7 +114,7 @@ def odpo_batches(
         inputs = [_renamed(clip, f"{clip.name}.r{index}.i{k}") for k, clip in enumerate(inputs)]
         model.eval()
         pools: dict[str, list[Candidate]] = {}
-        videos = [(clip.frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for clip in inputs]
+        videos = [clip.pixels() for clip in inputs]
         # Every candidate of the round at once: concurrent streams batch in LocDiT and the decoder.
         generated = generate_many(
             model,
