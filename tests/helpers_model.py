@@ -1,8 +1,10 @@
-"""A tiny SwanSphere whose untrained outputs still depend on video, text and seed."""
+"""A tiny SwanSphere whose untrained outputs still depend on video, text and seed; one LM step."""
 
+import numpy as np
 import torch
 
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
+from swansphere.serving.backend import Backend, LMStateLostError, LMStep
 
 
 def tiny_model(seed: int = 0) -> SwanSphere:
@@ -14,3 +16,18 @@ def tiny_model(seed: int = 0) -> SwanSphere:
             if not parameter.any():
                 parameter.normal_(std=0.05)
     return model
+
+
+def step_one(
+    backend: Backend,
+    stream_id: str,
+    first_patch: int,
+    video: np.ndarray | None,
+    previous: np.ndarray,
+    text: str | None,
+) -> np.ndarray:
+    """`Backend.spatial_lm` of one stream; its lost state raised."""
+    (result,) = backend.spatial_lm([LMStep(stream_id, first_patch, video, previous, text)])
+    if isinstance(result, LMStateLostError):
+        raise result
+    return result

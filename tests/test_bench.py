@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers_model import tiny_model
+from helpers_model import step_one, tiny_model
 
 from swansphere.cli import main
 from swansphere.models.locdit import LocDiT, LocDiTConfig
@@ -149,7 +149,7 @@ def test_decoder_states_give_the_stateless_windows_audio(model):
 def test_bf16_autocast_backend_runs_on_cpu(model):
     """The precision switch the GPU path uses, exercised where CI can run it."""
     backend = TorchBackend(model, autocast=torch.bfloat16)
-    h = backend.spatial_lm("s", 0, np.zeros((1, 4, 32), np.float32), np.zeros((0, 16, 4), np.float32), None)
+    h = step_one(backend, "s", 0, np.zeros((1, 4, 32), np.float32), np.zeros((0, 16, 4), np.float32), None)
     z = backend.locdit(h, np.zeros((1, 16, 8), np.float32), [0], [0], 2, Guidance())
     audio = backend.vae_decoder(z)
     assert h.dtype == z.dtype == audio.dtype == np.float32
@@ -161,11 +161,11 @@ def test_reset_forgets_every_stream(model):
     cache or decoder state may survive it, or a run would skip work the previous run did."""
     backend = TorchBackend(model)
     video, history = np.zeros((1, 4, 32), np.float32), np.zeros((0, 16, 4), np.float32)
-    h = backend.spatial_lm("s", 0, video, history, None)
+    h = step_one(backend, "s", 0, video, history, None)
     z = backend.locdit(h, np.zeros((1, 16, 8), np.float32), [0], [0], 2, Guidance())
     backend.vae_decoder(z)
     assert len(backend.decoder_states._states) == 1
     backend.reset()
     assert len(backend.decoder_states._states) == 0
     with pytest.raises(LMStateLostError, match="stream s has no state"):
-        backend.spatial_lm("s", 1, video, z, None)
+        step_one(backend, "s", 1, video, z, None)

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from swansphere import storage
 from swansphere.errors import InputError
 from swansphere.models.history import HistoryEncoder
-from swansphere.models.spatial_lm import SpatialLM, SpatialLMConfig
+from swansphere.models.spatial_lm import KVCache, SpatialLM, SpatialLMConfig
 from swansphere.models.text_encoder import ByteTokenizer, TextEncoder
 
 torch.set_num_threads(2)
@@ -121,8 +121,56 @@ def test_streaming_steps_match_the_full_forward_past_the_window():
     error = (torch.stack(steps, dim=1) - h).abs().max().item()
     print(f"max |step - forward| over 15 patches, window 6: {error:.2e}")
     assert error < 1e-5
-    assert cache.position == 15
+    assert cache.positions.tolist() == [15, 15, 15]
     assert all(k.shape[2] == 6 and v.shape[2] == 6 for k, v in cache.self_kv)
+
+
+def test_rows_at_different_patches_step_together_as_they_step_alone():
+    """The serving backend's case: streams that started at different times share one cache and one
+    batched step; each row's h equals its stream stepped on its own, past the window too."""
+    lm = make_lm(max_patches=6)
+    x = inputs(3, 15)
+    alone = []
+    for row in range(3):
+        cache = lm.new_cache(1, x["text"][row : row + 1], x["text_mask"][row : row + 1], text_slots=8)
+        alone.append(
+            [lm.step(x["video"][row : row + 1, t], x["history"][row : row + 1, t], cache) for t in range(15)]
+        )
+    caches = [
+        lm.new_cache(1, x["text"][row : row + 1], x["text_mask"][row : row + 1], text_slots=8)
+        for row in range(3)
+    ]
+    joined = KVCache.cat(caches)
+    starts = [0, 4, 9]  # row r begins at step starts[r]
+    for step in range(9 + 15):
+        rows = [r for r in range(3) if 0 <= step - starts[r] < 15]
+        if not rows:
+            continue
+        t = [step - starts[r] for r in rows]
+        h = lm.step(
+            torch.stack([x["video"][r, i] for r, i in zip(rows, t, strict=True)]),
+            torch.stack([x["history"][r, i] for r, i in zip(rows, t, strict=True)]),
+            joined,
+            rows=torch.tensor(rows),
+        )
+        for j, (r, i) in enumerate(zip(rows, t, strict=True)):
+            torch.testing.assert_close(h[j : j + 1], alone[r][i], atol=1e-5, rtol=1e-5)
+    assert joined.positions.tolist() == [15, 15, 15]
+
+
+def test_cache_rows_are_replaced_by_a_new_stream():
+    lm = make_lm()
+    x = inputs(2, 3)
+    cache = lm.new_cache(2, x["text"], x["text_mask"], text_slots=8)
+    for t in range(3):
+        lm.step(x["video"][:, t], x["history"][:, t], cache)
+    cache.write(torch.tensor([1]), lm.new_cache(1, text_slots=8))
+    assert cache.positions.tolist() == [3, 0]
+    fresh = lm.new_cache(1, text_slots=8)
+    h = lm.step(x["video"][:, 0], x["history"][:, 0], cache)
+    torch.testing.assert_close(h[1:], lm.step(x["video"][1:, 0], x["history"][1:, 0], fresh))
+    with pytest.raises(ValueError, match="exceeds 3 slots"):
+        lm.new_cache(2, x["text"], x["text_mask"], text_slots=3)
 
 
 def test_missing_video_uses_the_null_embedding_per_sample():

@@ -11,6 +11,7 @@ from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.serving import stages
 from swansphere.serving.backend import TorchBackend
+from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.session import StreamFailedError, StreamSession
 from swansphere.serving.stages import STAGES, StreamSpec, build_stages
@@ -133,10 +134,20 @@ def test_a_stateful_stage_that_dies_before_publishing_replays_what_it_lost(model
     assert np.max(np.abs(audio - expected)) <= 1e-5
 
 
+class ForgetfulBackend(TorchBackend):
+    """Drops every stream's LM state after each step."""
+
+    def spatial_lm(self, steps):
+        results = super().spatial_lm(steps)
+        for step in steps:
+            self.end_stream(step.stream_id)
+        return results
+
+
 def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames):
     """A backend that keeps no LM state at all (a restarted or evicted worker every patch)."""
     expected = generate(model, frames, settings=SETTINGS)
-    forgetful = TorchBackend(model, lm_capacity=0)
+    forgetful = ForgetfulBackend(model)
     chunks = run_stream(model, frames, MemoryTransport(), MemoryStateStore(), forgetful)
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     assert np.max(np.abs(audio - expected)) <= 1e-5
@@ -292,3 +303,37 @@ def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(mod
         )
         whole = TorchBackend(model).video_encoder(model_pixels(clip, (64, 128))[None])[0]
         assert np.max(np.abs(streamed - whole)) <= 1e-5
+
+
+class CountingBackend(TorchBackend):
+    def __init__(self, model):
+        super().__init__(model)
+        self.lm_calls: list[int] = []
+
+    def spatial_lm(self, steps):
+        self.lm_calls.append(len(steps))
+        return super().spatial_lm(steps)
+
+
+def test_the_lm_plans_a_patch_of_every_ready_stream_in_one_call(model, frames):
+    """Three streams that run together cost one LM call per patch, not three, and each stream's audio
+    is what it gets alone."""
+    backend = CountingBackend(model)
+    pipeline = EmbeddedPipeline(backend)
+    sessions = []
+    for seed, text in ((1, None), (2, "rain"), (3, "a dog barks")):
+        spec = StreamSpec(f"s{seed}", text=text, settings=GenerationSettings(seed=seed, steps=4))
+        session = StreamSession(pipeline.transport, pipeline.store, spec, model.config.patch_samples)
+        session.start()
+        session.send_frames(frames)
+        session.end()
+        sessions.append(session)
+    pipeline.pump()
+    for session in sessions:
+        spec = session.spec
+        audio = np.concatenate([chunk.audio for chunk in session.take_chunks(spec.stream_id)], axis=-1)
+        assert np.max(np.abs(audio - generate(model, frames, spec.text, spec.settings))) <= 1e-4
+    patches = sessions[0].next_patch
+    print(f"LM calls for 3 streams of {patches} patches: {backend.lm_calls}")
+    assert sum(backend.lm_calls) == 3 * patches
+    assert len(backend.lm_calls) == patches and set(backend.lm_calls) == {3}

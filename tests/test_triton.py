@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from conftest import free_port
+from helpers_model import step_one
 from helpers_tls import write_certificate
 from tritonclient.utils import InferenceServerException
 
@@ -23,7 +24,7 @@ from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import LMStateLostError, TorchBackend
+from swansphere.serving.backend import LMStateLostError, LMStep, TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.session import StreamSession
 from swansphere.serving.stages import STAGES, StreamSpec
@@ -88,17 +89,17 @@ def test_spatial_lm_stepping_patch_by_patch_equals_torch(triton, torch_backend, 
     none = np.zeros((0, D, P), np.float32)
     results = {}
     for name, backend in (("triton", triton), ("torch", torch_backend)):
-        hs = [backend.spatial_lm("steps", 0, video[:1], none, TEXT)]
-        hs += [backend.spatial_lm("steps", t, video[t : t + 1], latents[t - 1 : t], TEXT) for t in (1, 2, 3)]
+        hs = [step_one(backend, "steps", 0, video[:1], none, TEXT)]
+        hs += [step_one(backend, "steps", t, video[t : t + 1], latents[t - 1 : t], TEXT) for t in (1, 2, 3)]
         # text-only stream (null video), no text either: the null embeddings
-        hs += [backend.spatial_lm("text-only", 0, None, none, None)]
-        hs += [backend.spatial_lm("text-only", 1, None, latents[:1], None)]
+        hs += [step_one(backend, "text-only", 0, None, none, None)]
+        hs += [step_one(backend, "text-only", 1, None, latents[:1], None)]
         results[name] = np.concatenate(hs)
     assert results["triton"].shape == (6, sizes[3])
     assert_close(results["triton"], results["torch"])
     triton.end_stream("steps")
     with pytest.raises(LMStateLostError, match="no state"):
-        triton.spatial_lm("steps", 4, video[:1], latents[:1], TEXT)
+        step_one(triton, "steps", 4, video[:1], latents[:1], TEXT)
 
 
 def test_lost_lm_state_raises_and_a_replay_from_patch_zero_continues(triton, torch_backend, sizes):
@@ -106,15 +107,44 @@ def test_lost_lm_state_raises_and_a_replay_from_patch_zero_continues(triton, tor
     rng = np.random.default_rng(2)
     video, latents = normal(rng, 4, P, Dv), normal(rng, 3, D, P)
     with pytest.raises(LMStateLostError, match="asked for patch 2"):
-        triton.spatial_lm("unknown", 2, video[2:3], latents[1:2], TEXT)
-    replayed = triton.spatial_lm("unknown", 0, video[:3], latents[:2], TEXT)
-    expected = torch_backend.spatial_lm("unknown", 0, video[:3], latents[:2], TEXT)
+        step_one(triton, "unknown", 2, video[2:3], latents[1:2], TEXT)
+    replayed = step_one(triton, "unknown", 0, video[:3], latents[:2], TEXT)
+    expected = step_one(torch_backend, "unknown", 0, video[:3], latents[:2], TEXT)
     assert_close(replayed, expected)
     with pytest.raises(LMStateLostError, match="state at patch 3"):
-        triton.spatial_lm("unknown", 1, video[1:2], latents[:1], TEXT)
-    after = triton.spatial_lm("unknown", 3, video[3:], latents[2:], TEXT)
-    assert_close(after, torch_backend.spatial_lm("unknown", 3, video[3:], latents[2:], TEXT))
+        step_one(triton, "unknown", 1, video[1:2], latents[:1], TEXT)
+    after = step_one(triton, "unknown", 3, video[3:], latents[2:], TEXT)
+    assert_close(after, step_one(torch_backend, "unknown", 3, video[3:], latents[2:], TEXT))
     triton.end_stream("unknown")
+
+
+def test_one_request_steps_several_streams_and_names_the_lost_one(triton, torch_backend, sizes):
+    """The LM stage's call: streams at different patches (one new, one text-only, one unknown to the
+    server) in one request; each gets what torch gives it alone, the unknown one is named in LOST."""
+    P, D, Dv, C, _ = sizes
+    rng = np.random.default_rng(3)
+    video, latents = normal(rng, 3, P, Dv), normal(rng, 2, D, P)
+    none = np.zeros((0, D, P), np.float32)
+    step_one(triton, "batch-a", 0, video[:2], latents[:1], TEXT)
+    steps = [
+        LMStep("batch-a", 2, video[2:], latents[1:], TEXT),
+        LMStep("batch-b", 0, None, none, None),
+        LMStep("batch-lost", 5, video[:1], latents[:1], TEXT),
+        LMStep("batch-c", 0, video[:2], latents[:1], "wind"),
+    ]
+    results = triton.spatial_lm(steps)
+    assert isinstance(results[2], LMStateLostError) and "no state" in str(results[2])
+    step_one(torch_backend, "batch-a", 0, video[:2], latents[:1], TEXT)
+    for step, result in zip(steps, results, strict=True):
+        if step.stream_id != "batch-lost":
+            assert result.shape == (step.patches, C)
+            expected = step_one(
+                torch_backend, step.stream_id, step.first_patch, step.video, step.previous, step.text
+            )
+            assert_close(result, expected)
+    for stream in ("batch-a", "batch-b", "batch-c"):
+        triton.end_stream(stream)
+        torch_backend.end_stream(stream)
 
 
 def test_locdit_and_decoder_equal_torch_beyond_one_max_batch(triton, torch_backend, sizes):
@@ -203,8 +233,8 @@ def test_bad_input_is_an_input_error(triton, sizes):
         triton.video_encoder(np.zeros((1, 2, 3, 32, 32), np.uint8))
     with pytest.raises(InputError, match="pixels must be uint8"):
         triton.video_encoder(np.zeros((1, 2, 3, 64, 128), np.float32))
-    with pytest.raises(InputError, match="2 video patches but 1 history inputs"):
-        triton.spatial_lm("bad", 0, np.zeros((2, P, Dv), np.float32), np.zeros((0, D, P), np.float32), None)
+    with pytest.raises(InputError, match="VIDEO has 2 rows, the streams with video have 1 patches"):
+        step_one(triton, "bad", 0, np.zeros((2, P, Dv), np.float32), np.zeros((0, D, P), np.float32), None)
     with pytest.raises(InputError, match="STEPS must be in"):
         triton.locdit(
             np.zeros((1, C), np.float32),
@@ -330,7 +360,7 @@ def test_pipeline_over_triton_equals_embedded_generation(triton, triton_reposito
     assert np.max(np.abs(audio - expected)) <= 1e-4
     expected_latent = (model.config.vae.latent_dim, model.config.patch_frames)
     with pytest.raises(LMStateLostError):  # the stage freed the stream's LM state at its end
-        triton.spatial_lm("e2e-triton", 1, None, np.zeros((1, *expected_latent), np.float32), None)
+        step_one(triton, "e2e-triton", 1, None, np.zeros((1, *expected_latent), np.float32), None)
 
 
 def test_mutual_tls_between_stages_and_triton(triton_repository, torch_backend, tmp_path):

@@ -5,7 +5,7 @@ import grpc
 from services.common.stage import run_stage
 from services.common.tensors import from_tensor, to_tensor
 from swansphere.errors import InputError
-from swansphere.serving.backend import Backend, LMStateLostError
+from swansphere.serving.backend import Backend, LMStateLostError, LMStep
 from swansphere.serving.stages import SPATIAL_LM
 from swansphere.v1 import stages_pb2 as pb
 from swansphere.v1 import stages_pb2_grpc as pb_grpc
@@ -23,14 +23,12 @@ class SpatialLMServicer(pb_grpc.SpatialLMServicer):
             if request.HasField("video_tokens"):
                 video = from_tensor(request.video_tokens, "video_tokens", "float32", 3)
             history = from_tensor(request.history, "history", "float32", 3)
-            h = self.backend.spatial_lm(
-                request.stream_id, request.patch_index, video, history, request.text or None
-            )
+            step = LMStep(request.stream_id, request.patch_index, video, history, request.text or None)
+            (h,) = self.backend.spatial_lm([step])
         except InputError as err:
-            lost = isinstance(err, LMStateLostError)
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION if lost else grpc.StatusCode.INVALID_ARGUMENT, str(err)
-            )
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if isinstance(h, LMStateLostError):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(h))
         return pb.SpatialLMResponse(
             stream_id=request.stream_id, patch_index=request.patch_index, h=to_tensor(h)
         )

@@ -11,6 +11,12 @@ same in `forward` (teacher forcing) and `step` (streaming with a KV cache), so t
 the absolute patch index makes scores depend only on the distance between patches, so a window that
 slides does not shift what a position means. The default of 64 patches (11.9 s) covers a whole 10 s
 training clip, so training never sees the window cut, while streaming memory stays bounded.
+
+Streaming keeps each row's window in a ring buffer of `max_patches` slots (patch p in slot p mod W):
+keys carry their position in their RoPE rotation, so their order in the buffer does not matter to
+attention, and every row has the same shape whatever its position. That is what lets one `step` serve
+rows (streams) that are at different patches: the serving backend keeps all its streams in one cache
+and steps any subset of them together, one batched matrix product per layer instead of one per stream.
 """
 
 import math
@@ -75,16 +81,50 @@ class SpatialLMConfig:
 
 @dataclass
 class KVCache:
-    """Per-stream state of `SpatialLM.step`: what the LM remembers between patches."""
+    """State of `SpatialLM.step` for R rows (streams), each at its own patch: what the LM remembers."""
 
     self_kv: list[tuple[Tensor, Tensor]]
-    """Per layer, RoPE'd keys and values (B, H, n, hd) of the last n <= max_patches patches."""
+    """Per layer, RoPE'd keys and values (R, H, W, hd) of the last W = max_patches patches, patch p in
+    slot p mod W; slots a row has not written yet are masked out."""
     text_kv: list[tuple[Tensor, Tensor]]
-    """Per layer, cross-attention keys and values (B, H, 1+S, hd) of the text memory, computed once."""
+    """Per layer, cross-attention keys and values (R, H, S, hd) of the text memory, computed once."""
     text_mask: Tensor
-    """(B, 1+S) bool, True = attended; rows without text attend only to the null text token."""
-    position: int = 0
-    """Absolute index of the next patch, the RoPE position of the next step."""
+    """(R, S) bool, True = attended; rows without text attend only to the null text token; padding
+    (shorter texts than the cache holds) is never attended."""
+    positions: Tensor
+    """(R,) long: absolute index of each row's next patch, the RoPE position of its next step."""
+
+    @property
+    def rows(self) -> int:
+        return len(self.positions)
+
+    @staticmethod
+    def cat(caches: "list[KVCache]") -> "KVCache":
+        """The rows of several caches (same model and text slots) as one cache."""
+        return KVCache(
+            self_kv=[_cat_pairs(layer) for layer in zip(*(c.self_kv for c in caches), strict=True)],
+            text_kv=[_cat_pairs(layer) for layer in zip(*(c.text_kv for c in caches), strict=True)],
+            text_mask=torch.cat([c.text_mask for c in caches]),
+            positions=torch.cat([c.positions for c in caches]),
+        )
+
+    def write(self, rows: Tensor, other: "KVCache") -> None:
+        """Replace rows (k,) of this cache by the k rows of `other` (e.g. streams just started)."""
+        for (k, v), (k_new, v_new) in zip(
+            self.self_kv + self.text_kv, other.self_kv + other.text_kv, strict=True
+        ):
+            k[rows], v[rows] = k_new.to(k.dtype), v_new.to(v.dtype)
+        self.text_mask[rows] = other.text_mask
+        self.positions[rows] = other.positions
+
+
+def _own(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Keys and values in their own memory, not views of one projection: rows are written in place."""
+    return pair[0].contiguous(), pair[1].contiguous()
+
+
+def _cat_pairs(pairs: tuple[tuple[Tensor, Tensor], ...]) -> tuple[Tensor, Tensor]:
+    return torch.cat([k for k, _ in pairs]), torch.cat([v for _, v in pairs])
 
 
 def rope_angles(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
@@ -120,21 +160,41 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x (B, T, C) -> (B, T, C) and the keys/values attended to (with `past`, the last `window`)."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        """Teacher forcing: x (B, T, C) -> (B, T, C) under the (T, T) causal window mask."""
+        q, k, v = self._qkv(x, cos, sin)
+        return self._attend(q, k, v, mask)
+
+    def step(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        past: tuple[Tensor, Tensor],
+        rows: Tensor,
+        positions: Tensor,
+    ) -> Tensor:
+        """One patch of rows (B,) of a ring-buffer cache `past` (R, H, W, hd), at `positions` (B,):
+        x (B, 1, C) -> (B, 1, C). Writes the patch's key and value into slot position mod W first."""
+        q, k, v = self._qkv(x, cos, sin)
+        slot = positions % self.window
+        for buffer, new in zip(past, (k, v), strict=True):
+            buffer[rows, :, slot] = new[:, :, 0].to(buffer.dtype)
+        keys, values = (buffer[rows].to(q.dtype) for buffer in past)  # (B, H, W, hd)
+        written = torch.arange(self.window, device=x.device) <= positions[:, None]  # (B, W)
+        return self._attend(q, keys, values, written[:, None, None, :])
+
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)[:, :, -self.window :]  # (B, H, n, hd)
-            v = torch.cat([past[1], v], dim=2)[:, :, -self.window :]
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (B, H, T, hd)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        B, _, T, _ = q.shape
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_dropout(self.proj(y)), (k, v)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, -1)))
 
 
 class TextCrossAttention(nn.Module):
@@ -153,7 +213,7 @@ class TextCrossAttention(nn.Module):
         """Keys and values (B, H, S, hd) of the text memory (B, S, Dt); once per stream when streaming."""
         B, S, _ = text.shape
         k, v = self.kv(text).chunk(2, dim=2)
-        return tuple(t.view(B, S, self.n_heads, -1).transpose(1, 2) for t in (k, v))
+        return tuple(t.view(B, S, self.n_heads, t.shape[-1] // self.n_heads).transpose(1, 2) for t in (k, v))
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
         """x (B, T, C), mask (B, S) -> (B, T, C)."""
@@ -195,16 +255,29 @@ class Block(nn.Module):
         self,
         x: Tensor,
         rope: tuple[Tensor, Tensor],
-        mask: Tensor | None,
-        past: tuple[Tensor, Tensor] | None,
+        mask: Tensor,
         text_kv: tuple[Tensor, Tensor],
         text_mask: Tensor,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        attended, kv = self.self_attn(self.ln_self(x), *rope, mask, past)
-        x = x + attended
+    ) -> Tensor:
+        x = x + self.self_attn(self.ln_self(x), *rope, mask)
+        return self._text_and_mlp(x, text_kv, text_mask)
+
+    def step(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor],
+        past: tuple[Tensor, Tensor],
+        rows: Tensor,
+        positions: Tensor,
+        text_kv: tuple[Tensor, Tensor],
+        text_mask: Tensor,
+    ) -> Tensor:
+        x = x + self.self_attn.step(self.ln_self(x), *rope, past, rows, positions)
+        return self._text_and_mlp(x, text_kv, text_mask)
+
+    def _text_and_mlp(self, x: Tensor, text_kv: tuple[Tensor, Tensor], text_mask: Tensor) -> Tensor:
         x = x + self.cross_attn(self.ln_cross(x), text_kv, text_mask)
-        x = x + self.mlp(self.ln_mlp(x))
-        return x, kv
+        return x + self.mlp(self.ln_mlp(x))
 
 
 class SpatialLM(nn.Module):
@@ -251,7 +324,7 @@ class SpatialLM(nn.Module):
         rope = rope_angles(torch.arange(T, device=x.device), self._head_dim, self.config.rope_base)
         mask = window_mask(T, self.config.max_patches, x.device)  # (T, T)
         for block in self.blocks:
-            x, _ = block(x, rope, mask, None, block.cross_attn.memory(memory), memory_mask)
+            x = block(x, rope, mask, block.cross_attn.memory(memory), memory_mask)
         return self.ln_f(x)
 
     def new_cache(
@@ -260,34 +333,52 @@ class SpatialLM(nn.Module):
         text: Tensor | None = None,
         text_mask: Tensor | None = None,
         text_present: Tensor | None = None,
+        text_slots: int | None = None,
     ) -> KVCache:
-        """An empty stream; the text (fixed for a stream) is encoded into cross-attention K/V here, once."""
+        """Rows starting at patch 0; the text (fixed for a stream) is encoded into cross-attention K/V
+        here, once. `text_slots` pads the text memory to that many positions (1 + the text encoder's
+        max tokens), so caches of streams with different texts can be joined (`KVCache.cat`)."""
         memory, memory_mask = self._text_memory(text, text_mask, text_present, batch_size)
-        empty = self.null_video.new_zeros(batch_size, self.config.n_heads, 0, self._head_dim)  # (B, H, 0, hd)
+        if text_slots is not None:
+            if text_slots < memory.shape[1]:
+                raise ValueError(f"SpatialLM: text of {memory.shape[1]} positions exceeds {text_slots} slots")
+            memory = F.pad(memory, (0, 0, 0, text_slots - memory.shape[1]))
+            memory_mask = F.pad(memory_mask, (0, text_slots - memory_mask.shape[1]))
+        H, W, hd = self.config.n_heads, self.config.max_patches, self._head_dim
+        empty = self.null_video.new_zeros(batch_size, H, W, hd)
         return KVCache(
-            self_kv=[(empty, empty) for _ in self.blocks],
-            text_kv=[block.cross_attn.memory(memory) for block in self.blocks],
+            self_kv=[(empty.clone(), empty.clone()) for _ in self.blocks],
+            text_kv=[_own(block.cross_attn.memory(memory)) for block in self.blocks],
             text_mask=memory_mask,
+            positions=torch.zeros(batch_size, dtype=torch.long, device=empty.device),
         )
 
     def step(
-        self, video_t: Tensor | None, history_t: Tensor, cache: KVCache, video_present: Tensor | None = None
+        self,
+        video_t: Tensor | None,
+        history_t: Tensor,
+        cache: KVCache,
+        video_present: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        """One streaming patch: video_t (B, P, Dv) or None, history_t (B, d_model) -> h_t (B, d_model).
+        """One streaming patch of the cache's `rows` (B,) (all of them by default), each at its own
+        position: video_t (B, P, Dv) or None, history_t (B, d_model) -> h_t (B, d_model).
 
-        Updates `cache` in place (keys/values of this patch appended, the window trimmed, position + 1).
+        Updates `cache` in place: the rows' keys/values of this patch written, their positions + 1.
         """
-        if cache.text_mask.shape[0] != history_t.shape[0]:
-            raise ValueError(
-                f"SpatialLM.step: cache is for batch {cache.text_mask.shape[0]}, got {history_t.shape[0]}"
-            )
+        if rows is None:
+            rows = torch.arange(cache.rows, device=history_t.device)
+        if len(rows) != history_t.shape[0]:
+            raise ValueError(f"SpatialLM.step: {len(rows)} cache rows but a batch of {history_t.shape[0]}")
         video = None if video_t is None else video_t.unsqueeze(1)  # (B, 1, P, Dv)
         x = self._inputs(video, history_t.unsqueeze(1), video_present)  # (B, 1, C)
-        position = torch.tensor([cache.position], device=x.device)
-        rope = rope_angles(position, self._head_dim, self.config.rope_base)
-        for i, block in enumerate(self.blocks):
-            x, cache.self_kv[i] = block(x, rope, None, cache.self_kv[i], cache.text_kv[i], cache.text_mask)
-        cache.position += 1
+        positions = cache.positions[rows]
+        cos, sin = rope_angles(positions, self._head_dim, self.config.rope_base)  # (B, hd/2)
+        rope = (cos[:, None, None, :], sin[:, None, None, :])  # broadcast over heads and the one patch
+        text_mask = cache.text_mask[rows]
+        for block, past, (text_k, text_v) in zip(self.blocks, cache.self_kv, cache.text_kv, strict=True):
+            x = block.step(x, rope, past, rows, positions, (text_k[rows], text_v[rows]), text_mask)
+        cache.positions[rows] = positions + 1
         return self.ln_f(x)[:, 0]
 
     @property

@@ -10,6 +10,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +29,27 @@ class LMStateLostError(InputError):
     replays the stream from patch 0 (`stages.SpatialLMStage` keeps what it needs to)."""
 
 
+@dataclass(frozen=True)
+class LMStep:
+    """One stream's share of a spatial-LM call: patches first_patch .. first_patch + n - 1.
+
+    video: the patches' tokens (n, P, Dv), None for a text-only stream (null video); previous: the
+    normalised latents the history encoder reads, (n, D, P) for patches first-1 .. first+n-2, one
+    fewer when first_patch is 0 (the learned start token stands in); text: read when first_patch is
+    0 (None = null text). n > 1 only when a stream is replayed from patch 0.
+    """
+
+    stream_id: str
+    first_patch: int
+    video: np.ndarray | None
+    previous: np.ndarray
+    text: str | None = None
+
+    @property
+    def patches(self) -> int:
+        return len(self.previous) + (self.first_patch == 0)
+
+
 class Backend(Protocol):
     config: SwanSphereConfig
 
@@ -37,21 +59,11 @@ class Backend(Protocol):
         unchanged. 8-bit all the way to the model: a quarter of the bytes of float32 per hop."""
         ...
 
-    def spatial_lm(
-        self,
-        stream_id: str,
-        first_patch: int,
-        video: np.ndarray | None,
-        previous: np.ndarray,
-        text: str | None,
-    ) -> np.ndarray:
-        """h of patches first_patch .. first_patch + n - 1, stepping the stream's causal LM state.
-
-        video: the patches' tokens (n, P, Dv), None for a text-only stream (null video); previous: the
-        normalised latents the history encoder reads, (n, D, P) for patches first-1 .. first+n-2, one
-        fewer when first_patch is 0 (the learned start token stands in); text: read when first_patch is
-        0 (None = null text). Returns (n, C). LMStateLostError when the state is not at first_patch.
-        """
+    def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
+        """h of each step's patches (n, C), stepping its stream's causal LM state; the streams step
+        together, one batched LM call per patch. LMStateLostError (returned, not raised) for a stream
+        whose state is not at its first_patch: only that stream replays. Bad input raises InputError
+        before any stream's state moves."""
         ...
 
     def end_stream(self, stream_id: str) -> None:
@@ -78,60 +90,159 @@ class Backend(Protocol):
 
 
 class LMStates:
-    """Per-stream KV caches of the spatial LM, least recently used evicted beyond `capacity`.
+    """The spatial LM's streams: one `KVCache` whose rows are streams, least recently used evicted
+    beyond `capacity` streams.
 
     DESIGN §7: Triton's implicit state does not exist for the python backend, so the model keeps its
-    caches itself; an evicted or unknown stream raises LMStateLostError and is replayed by the caller.
+    caches itself; an evicted or unknown stream gets LMStateLostError and is replayed by the caller.
+    All streams live in one cache so that a call steps every stream it names in one batched LM step
+    per patch, whatever patch each is at (`SpatialLM.step` with `rows`). The cache grows by doubling
+    up to `capacity` rows; an ended or evicted stream's row goes to the next new stream.
     """
 
     def __init__(self, model: SwanSphere, capacity: int = 256, autocast: torch.dtype | None = None):
+        if capacity < 1:
+            raise ValueError(f"LMStates: capacity must be >= 1, got {capacity}")
         self.model = model
         self.capacity = capacity
         self.autocast = autocast
         """Lower precision for the LM's matrix products (bf16 on a GPU), None = the model's dtype."""
-        self._caches: OrderedDict[str, KVCache] = OrderedDict()
+        self.text_slots = 1 + model.text_encoder.max_length
+        """Text memory positions per row: the null token and the longest text the encoder keeps."""
+        self._rows: OrderedDict[str, int] = OrderedDict()
+        """Stream -> its row of the cache, least recently used first."""
+        self._positions: dict[str, int] = {}
+        """Stream -> its next patch (the cache's `positions`, kept here too: reading them back from a
+        GPU would wait for its queue)."""
+        self._free: list[int] = []
+        self._cache = model.lm.new_cache(0, text_slots=self.text_slots)
 
     @torch.no_grad()
-    def step(
-        self,
-        stream_id: str,
-        first_patch: int,
-        video: np.ndarray | None,
-        previous: np.ndarray,
-        text: str | None,
-    ) -> np.ndarray:
-        model, device = self.model, self.model.latent_mean.device
-        n = len(previous) + (first_patch == 0)
-        if video is not None and len(video) != n:
-            raise InputError(f"spatial_lm: {len(video)} video patches but {n} history inputs")
-        if first_patch == 0:
-            states, mask = model.text_encoder.encode([text])
-            cache = model.lm.new_cache(1, states.to(device), mask.to(device))
-            history_inputs: list[torch.Tensor | None] = [None]
-        else:
-            cache = self._caches.get(stream_id)
-            if cache is None or cache.position != first_patch:
-                at = "no state" if cache is None else f"state at patch {cache.position}"
-                raise LMStateLostError(
-                    f"spatial_lm: stream {stream_id} has {at}, asked for patch {first_patch}"
-                )
-            history_inputs = []
-        history_inputs += [torch.from_numpy(np.ascontiguousarray(z))[None].to(device) for z in previous]
-        hs = []
-        for i, prev in enumerate(history_inputs):
-            tokens = (
-                None if video is None else torch.from_numpy(np.ascontiguousarray(video[i]))[None].to(device)
-            )
-            with _autocast(device, self.autocast):
-                hs.append(model.lm.step(tokens, model.history(prev, 1), cache))  # (1, C)
-        self._caches[stream_id] = cache
-        self._caches.move_to_end(stream_id)
-        while len(self._caches) > self.capacity:
-            self._caches.popitem(last=False)
-        return torch.cat(hs).float().cpu().numpy()
+    def step(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
+        self._check(steps)
+        results: list[np.ndarray | LMStateLostError] = [self._lost(step) for step in steps]
+        live = [i for i, result in enumerate(results) if result is None]
+        if not live:
+            return results
+        self._start([steps[i] for i in live if steps[i].first_patch == 0], {step.stream_id for step in steps})
+        outputs, owners = [], []  # h of each batched patch, and the step it belongs to, row by row
+        try:
+            for k in range(max(steps[i].patches for i in live)):
+                batch = [i for i in live if k < steps[i].patches]
+                outputs.append(self._step_patch([steps[i] for i in batch], k))
+                owners += batch
+            h = torch.cat(outputs).float().cpu().numpy()  # one copy off the device for the whole call
+        except BaseException:
+            for i in live:  # half-stepped rows: the streams replay rather than go on from a wrong state
+                self.drop(steps[i].stream_id)
+            raise
+        for i in live:
+            self._rows.move_to_end(steps[i].stream_id)
+            self._positions[steps[i].stream_id] = steps[i].first_patch + steps[i].patches
+        for i in live:
+            results[i] = h[[row for row, owner in enumerate(owners) if owner == i]]
+        return results
 
     def drop(self, stream_id: str) -> None:
-        self._caches.pop(stream_id, None)
+        row = self._rows.pop(stream_id, None)
+        self._positions.pop(stream_id, None)
+        if row is not None:
+            self._free.append(row)
+
+    def _check(self, steps: Sequence[LMStep]) -> None:
+        """Bad input fails the whole call before any state moves (the stage worker then finds the bad
+        stream by handling its messages one by one)."""
+        names = [step.stream_id for step in steps]
+        if len(set(names)) != len(names):
+            raise InputError("spatial_lm: a stream is named twice in one call")
+        if len(steps) > self.capacity:
+            raise InputError(f"spatial_lm: {len(steps)} streams in one call, at most {self.capacity}")
+        P, Dv = self.model.config.patch_frames, self.model.config.lm.video_dim
+        latent = (self.model.config.vae.latent_dim, P)
+        for step in steps:
+            if step.first_patch < 0:
+                raise InputError(f"spatial_lm: first patch must be >= 0, got {step.first_patch}")
+            if step.previous.ndim != 3 or step.previous.shape[1:] != latent:
+                raise InputError(
+                    f"spatial_lm: previous latents must be (n, {latent[0]}, {P}), got {step.previous.shape}"
+                )
+            if step.patches < 1:
+                raise InputError(f"spatial_lm: stream {step.stream_id} asks for no patch")
+            if step.video is not None and step.video.shape != (step.patches, P, Dv):
+                raise InputError(
+                    f"spatial_lm: video must be ({step.patches}, {P}, {Dv}) for stream {step.stream_id}'s "
+                    f"{step.patches} patches, got {step.video.shape}"
+                )
+
+    def _lost(self, step: LMStep) -> LMStateLostError | None:
+        if step.first_patch == 0:
+            return None
+        row = self._rows.get(step.stream_id)
+        if row is None:
+            return LMStateLostError(
+                f"spatial_lm: stream {step.stream_id} has no state, asked for patch {step.first_patch}"
+            )
+        position = self._positions[step.stream_id]
+        if position != step.first_patch:
+            return LMStateLostError(
+                f"spatial_lm: stream {step.stream_id} has state at patch {position}, "
+                f"asked for patch {step.first_patch}"
+            )
+        return None
+
+    def _start(self, steps: list[LMStep], keep: set[str]) -> None:
+        """Rows at patch 0 for new (or restarted) streams, their texts encoded in one call; the
+        streams in `keep` (this call's) are not evicted for them."""
+        if not steps:
+            return
+        for step in steps:
+            self.drop(step.stream_id)
+        rows = self._allocate(len(steps), keep)
+        device = self.model.latent_mean.device
+        states, mask = self.model.text_encoder.encode([step.text for step in steps])
+        fresh = self.model.lm.new_cache(
+            len(steps), states.to(device), mask.to(device), text_slots=self.text_slots
+        )
+        self._cache.write(torch.tensor(rows, device=device), fresh)
+        self._rows.update((step.stream_id, row) for step, row in zip(steps, rows, strict=True))
+
+    def _allocate(self, n: int, keep: set[str]) -> list[int]:
+        """n free rows: freed ones first, then new ones (the cache doubles, up to `capacity`), then the
+        least recently used streams' not in `keep` (they replay if they come back)."""
+        missing = n - len(self._free)
+        grow = min(max(missing, self._cache.rows), self.capacity - self._cache.rows)
+        if missing > 0 and grow > 0:
+            extra = self.model.lm.new_cache(grow, text_slots=self.text_slots)
+            self._free += range(self._cache.rows, self._cache.rows + grow)
+            self._cache = KVCache.cat([self._cache, extra])
+        evict = max(0, n - len(self._free))
+        for stream in [stream for stream in self._rows if stream not in keep][:evict]:
+            self.drop(stream)
+        rows, self._free = self._free[:n], self._free[n:]
+        return rows
+
+    def _step_patch(self, steps: list[LMStep], k: int) -> torch.Tensor:
+        """The k-th patch of each step's stream, in one batched LM step -> h (B, C)."""
+        model, device = self.model, self.model.latent_mean.device
+        B = len(steps)
+        # History (paper §3.3): the start token at a stream's patch 0, else its previous patch encoded.
+        offsets = [k - (step.first_patch == 0) for step in steps]
+        history = model.history.start.expand(B, -1).clone()
+        encoded = [j for j, offset in enumerate(offsets) if offset >= 0]
+        if encoded:
+            previous = np.stack([steps[j].previous[offsets[j]] for j in encoded]).astype(np.float32)
+            history[encoded] = model.history(torch.from_numpy(previous).to(device), len(encoded))
+        video_present = torch.tensor([step.video is not None for step in steps], device=device)
+        P, Dv = model.config.patch_frames, model.config.lm.video_dim
+        tokens = np.zeros((B, P, Dv), np.float32)
+        for j, step in enumerate(steps):
+            if step.video is not None:
+                tokens[j] = step.video[k]
+        rows = torch.tensor([self._rows[step.stream_id] for step in steps], device=device)
+        with _autocast(device, self.autocast):
+            return model.lm.step(
+                torch.from_numpy(tokens).to(device), history, self._cache, video_present, rows
+            )
 
 
 class DecoderStates:
@@ -221,15 +332,8 @@ class TorchBackend:
             tokens = self.model.svac.video_embeddings(clips)
         return tokens.float().cpu().numpy()  # (B, T, Dv)
 
-    def spatial_lm(
-        self,
-        stream_id: str,
-        first_patch: int,
-        video: np.ndarray | None,
-        previous: np.ndarray,
-        text: str | None,
-    ) -> np.ndarray:
-        return self.lm_states.step(stream_id, first_patch, video, previous, text)
+    def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
+        return self.lm_states.step(steps)
 
     def end_stream(self, stream_id: str) -> None:
         self.lm_states.drop(stream_id)

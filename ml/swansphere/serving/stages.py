@@ -30,7 +30,7 @@ from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
 from swansphere.models.svac import align_nearest
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import Backend, LMStateLostError
+from swansphere.serving.backend import Backend, LMStateLostError, LMStep
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.state import StateStore
 from swansphere.video import model_pixels
@@ -239,6 +239,22 @@ class VideoEncoderStage(Stage):
         return out
 
 
+@dataclass
+class _LMJob:
+    """One stream's next patch t, read under its lock: what planning it needs."""
+
+    stream: str
+    spec: StreamSpec
+    t: int
+    tokens: np.ndarray | None
+    recent: np.ndarray | None
+    """The clean latents before patch t (`_recent_latents`), z_{t-1} last; None at t = 0."""
+    total: int | None
+    """The stream's samples once known."""
+    ready: bool
+    """Patch t can be planned now: its video tokens and z_{t-1} exist."""
+
+
 class SpatialLMStage(Stage):
     """Plans patch t once its video tokens (no look-ahead) and z_{t-1} exist: h_t for LocDiT."""
 
@@ -252,8 +268,9 @@ class SpatialLMStage(Stage):
         """Clean patches sent with each request: LocDiT's boundary context and the decoder's."""
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
-        """Files every message, then advances each of their streams once (a burst of one stream's
-        token messages costs one planning pass, not one per message)."""
+        """Files every message, then advances each of their streams by one patch, all of them in one
+        LM call (a burst of one stream's token messages costs one planning pass, not one per message;
+        patches of several streams cost one batched LM step)."""
         for message in messages:
             stream = message.stream_id
             if message.kind == "start":
@@ -266,39 +283,70 @@ class SpatialLMStage(Stage):
                 self.store.set_once(stream, f"z@{message.index}", _pack(message.tensors["z"]))
             else:
                 raise InputError(f"spatial_lm: unknown message kind {message.kind!r}")
-        out: list[tuple[str, Envelope]] = []
-        for stream in dict.fromkeys(message.stream_id for message in messages):
-            out += self._advance(stream)
+        streams = sorted(dict.fromkeys(message.stream_id for message in messages))
+        with contextlib.ExitStack() as locked:
+            for stream in streams:  # one order for every worker: no deadlock
+                locked.enter_context(self.store.lock(stream))
+            read = [job for job in map(self._next_patch, streams) if job is not None]
+            jobs = [job for job in read if job.ready]
+            start = time.perf_counter()
+            hs = self._plan(jobs)
+            self.seconds[self.name] += time.perf_counter() - start
+            out = [(LOCDIT, self._commit(job, h)) for job, h in zip(jobs, hs, strict=True)]
+            for job in read:
+                # Its last patch planned: the stream's LM state is freed.
+                if job.total is not None and job.t + job.ready == math.ceil(
+                    job.total / self.config.patch_samples
+                ):
+                    self.backend.end_stream(job.stream)
         return out
 
-    def _advance(self, stream: str) -> list[tuple[str, Envelope]]:
-        """Plans the stream's next patch if it can be planned now. At most one: patch t + 1 waits for
-        z_t, which LocDiT makes from this call's h_t. Seven state round trips (lock, release, the
-        stream's values, its tokens, the next token chunk, its recent latents, the write) when nothing
-        new arrived on the token list, however many patches the stream has."""
-        message = None
-        with self.store.lock(stream):
-            spec_json, next_patch, end_frames = self.store.get_many(stream, ["spec", "next", "end_frames"])
-            if spec_json is None:
-                return []
-            spec = StreamSpec.from_json(spec_json)
-            end = None if end_frames is None else int(end_frames)
-            tokens = self._tokens(stream)
-            total = self._total_samples(spec, end)
-            t = int(next_patch or 0)
-            if t < self._ready_patches(t, tokens, spec, end):
-                recent = self._recent_latents(stream, t)  # z_{t-1} last
-                if t == 0 or recent is not None:
-                    start = time.perf_counter()
-                    h = self._plan(stream, spec, t, tokens, None if recent is None else recent[-1:])
-                    self.seconds[self.name] += time.perf_counter() - start
-                    message = self._patch_message(stream, spec, t, h, total, recent)
-                    # h_t kept for `replay` in the same write that moves the state on
-                    self.store.set(stream, {f"h@{t}": _pack(h), "next": str(t + 1).encode()})
-                    t += 1
-            if total is not None and t == math.ceil(total / self.config.patch_samples):
-                self.backend.end_stream(stream)
-        return [] if message is None else [(LOCDIT, message)]
+    def _next_patch(self, stream: str) -> _LMJob | None:
+        """The stream's next patch, ready if it can be planned now (under the stream's lock); None
+        before its start. At most one: patch t + 1 waits for z_t, which LocDiT makes from this call's
+        h_t. Four state round trips (the stream's values, its tokens, the next token chunk, its recent
+        latents) when nothing new arrived on the token list, however many patches the stream has."""
+        spec_json, next_patch, end_frames = self.store.get_many(stream, ["spec", "next", "end_frames"])
+        if spec_json is None:
+            return None
+        spec = StreamSpec.from_json(spec_json)
+        end = None if end_frames is None else int(end_frames)
+        tokens = self._tokens(stream)
+        t = int(next_patch or 0)
+        job = _LMJob(stream, spec, t, tokens, None, self._total_samples(spec, end), ready=False)
+        if t < self._ready_patches(t, tokens, spec, end):
+            job.recent = self._recent_latents(stream, t)  # z_{t-1} last
+            job.ready = t == 0 or job.recent is not None
+        return job
+
+    def _plan(self, jobs: list[_LMJob]) -> list[np.ndarray]:
+        """h_t of every job from the backend's LM states, in one call; the streams whose state is lost
+        (a restart, an eviction, another pod) are replayed from patch 0, together, in a second."""
+        steps = [self._lm_step(job, job.t) for job in jobs]
+        results = self.backend.spatial_lm(steps) if steps else []
+        lost = [i for i, result in enumerate(results) if isinstance(result, LMStateLostError)]
+        replayed = self.backend.spatial_lm([self._lm_step(jobs[i], 0) for i in lost]) if lost else []
+        for i, result in zip(lost, replayed, strict=True):
+            if isinstance(result, LMStateLostError):  # a replay starts the stream: it cannot be lost
+                raise result
+            results[i] = result
+        return [np.asarray(result)[-1] for result in results]
+
+    def _lm_step(self, job: _LMJob, first: int) -> LMStep:
+        """The LM's input for patches first .. job.t: the next patch alone, or the whole stream so far."""
+        video = None if job.spec.duration_s is not None else self._patch_tokens(job.tokens, first, job.t + 1)
+        if first == job.t:
+            previous = None if job.recent is None else job.recent[-1:]
+        else:
+            previous = self._latents(job.stream, first, job.t - first)
+        empty = np.zeros((0, *self._latent_shape()), np.float32)
+        return LMStep(job.stream, first, video, empty if previous is None else previous, job.spec.text)
+
+    def _commit(self, job: _LMJob, h: np.ndarray) -> Envelope:
+        """Moves the stream past patch t (under its lock); patch t's request to LocDiT."""
+        # h_t kept for `replay` in the same write that moves the state on
+        self.store.set(job.stream, {f"h@{job.t}": _pack(h), "next": str(job.t + 1).encode()})
+        return self._patch_message(job.stream, job.spec, job.t, h, job.total, job.recent)
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """The patch in flight of each redelivered message's stream: planned, its latents not back.
@@ -316,20 +364,6 @@ class SpatialLMStage(Stage):
                 recent = self._recent_latents(stream, t)
                 out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total, recent)))
         return out
-
-    def _plan(
-        self, stream: str, spec: StreamSpec, t: int, tokens: np.ndarray | None, previous: np.ndarray | None
-    ) -> np.ndarray:
-        """h_t from the backend's LM state; after a restart or eviction, the stream is replayed from 0."""
-        try:
-            video = None if spec.duration_s is not None else self._patch_tokens(tokens, t, t + 1)
-            prev = np.zeros((0, *self._latent_shape()), np.float32) if previous is None else previous
-            return self.backend.spatial_lm(stream, t, video, prev, spec.text)[-1]
-        except LMStateLostError:
-            video = None if spec.duration_s is not None else self._patch_tokens(tokens, 0, t + 1)
-            history = self._latents(stream, 0, t)
-            prev = np.zeros((0, *self._latent_shape()), np.float32) if history is None else history
-            return self.backend.spatial_lm(stream, 0, video, prev, spec.text)[-1]
 
     def _patch_message(
         self,

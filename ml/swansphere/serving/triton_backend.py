@@ -7,10 +7,12 @@ requests of all callers (stage workers, pods) that arrive within 2 ms, and the m
 rows by solver settings (LocDiT) or window length (decoder), so patches of many streams share one
 batched call while each caller still makes one round trip per stage batch.
 
-Errors: "LM_STATE_LOST:" -> LMStateLostError (the stage replays the stream); INVALID_ARGUMENT ->
-InputError (the stream fails); anything else (unreachable, model not loaded, deadline, a failure
-inside the model) -> TritonUnavailableError, which is not an InputError, so stage workers leave the
-batch for redelivery and back off.
+The spatial LM gets one request for all the streams of a stage call (`triton_export.lm_request`); a
+stream named in its LOST output comes back as an LMStateLostError (the stage replays it).
+
+Errors: INVALID_ARGUMENT -> InputError (the stream fails); anything else (unreachable, model not
+loaded, deadline, a failure inside the model) -> TritonUnavailableError, which is not an InputError,
+so stage workers leave the batch for redelivery and back off.
 """
 
 from collections.abc import Sequence
@@ -26,9 +28,9 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.swansphere import SwanSphereConfig
-from swansphere.serving.backend import LMStateLostError
+from swansphere.serving.backend import LMStateLostError, LMStep
 from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
-from swansphere.serving.triton_export import LM_STATE_LOST
+from swansphere.serving.triton_export import lm_request
 
 CHANNEL_ARGS = [
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
@@ -95,29 +97,19 @@ class TritonBackend:
             raise InputError(f"video_encoder: pixels must be uint8, got {pixels.dtype}")
         return self._batched(VIDEO_ENCODER, {"FRAMES": pixels}, "TOKENS")
 
-    def spatial_lm(
-        self,
-        stream_id: str,
-        first_patch: int,
-        video: np.ndarray | None,
-        previous: np.ndarray,
-        text: str | None,
-    ) -> np.ndarray:
-        inputs = {
-            "STREAM_ID": _bytes(stream_id),
-            "FIRST_PATCH": np.array([first_patch], np.int64),
-            "HAS_VIDEO": np.array([video is not None]),
-            "PREVIOUS": _f32(previous),
-            "HAS_TEXT": np.array([text is not None]),
-        }
-        if video is not None:
-            inputs["VIDEO"] = _f32(video)
-        if text is not None:
-            inputs["TEXT"] = _bytes(text)
-        return self._infer(SPATIAL_LM, inputs, "H")
+    def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
+        if not steps:
+            return []
+        h, lost = self._infer(SPATIAL_LM, lm_request(steps), ("H", "LOST"))
+        results: list[np.ndarray | LMStateLostError] = []
+        at = 0
+        for step, reason in zip(steps, lost.reshape(-1), strict=True):
+            rows, at = h[at : at + step.patches], at + step.patches
+            results.append(LMStateLostError(reason.decode()) if reason else rows)
+        return results
 
     def end_stream(self, stream_id: str) -> None:
-        self._infer(SPATIAL_LM, {"STREAM_ID": _bytes(stream_id), "END": np.array([True])}, "H")
+        self._infer(SPATIAL_LM, {"STREAM_ID": _bytes(stream_id), "END": np.array([True])}, ("H",))
 
     def locdit(
         self,
@@ -152,7 +144,9 @@ class TritonBackend:
         size = self._model_max_batch(model)
         total = len(next(iter(rows.values())))
         parts = [
-            self._infer(model, {name: array[start : start + size] for name, array in rows.items()}, output)
+            self._infer(model, {name: array[start : start + size] for name, array in rows.items()}, [output])[
+                0
+            ]
             for start in range(0, total, size)
         ]
         return np.concatenate(parts)
@@ -166,7 +160,8 @@ class TritonBackend:
             self._max_batch[model] = config.max_batch_size
         return self._max_batch[model]
 
-    def _infer(self, model: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        """The named outputs of one request."""
         inputs = []
         for name, array in arrays.items():
             tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
@@ -176,17 +171,15 @@ class TritonBackend:
             result = self._client.infer(
                 model,
                 inputs,
-                outputs=[grpcclient.InferRequestedOutput(output)],
+                outputs=[grpcclient.InferRequestedOutput(output) for output in outputs],
                 client_timeout=self.timeout_s,
             )
         except InferenceServerException as err:
             raise self._translate(model, err) from None
-        return result.as_numpy(output)
+        return [result.as_numpy(output) for output in outputs]
 
     def _translate(self, model: str, err: InferenceServerException) -> Exception:
         message = err.message() or str(err)
-        if message.startswith(LM_STATE_LOST):
-            return LMStateLostError(message.removeprefix(LM_STATE_LOST).strip())
         if err.status() == "StatusCode.INVALID_ARGUMENT":
             return InputError(f"{model}: {message}")
         return TritonUnavailableError(f"triton {self.url} {model}: {err.status()}: {message}")

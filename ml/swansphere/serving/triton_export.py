@@ -16,11 +16,14 @@ Tensors mirror `backend.Backend` one to one:
 
 - video_encoder: dynamic batching: FRAMES UINT8 [-1, 3, h, w] (a window of one stream's frames) ->
   TOKENS FP32 [-1, Dv], grouped by window length (a stage sends all its streams' windows at once).
-- spatial_lm: STREAM_ID BYTES [1], FIRST_PATCH INT64 [1], HAS_VIDEO BOOL [1] + VIDEO FP32 [-1, P, Dv],
-  PREVIOUS FP32 [-1, D, P], HAS_TEXT BOOL [1] + TEXT BYTES [1] -> H FP32 [-1, C]; END BOOL [1] true
-  frees the stream's state and returns an empty H. Everything but STREAM_ID is optional to Triton
-  (an END request carries nothing else); the model checks what a step needs and answers bad input with
-  INVALID_ARGUMENT.
+- spatial_lm: one request steps B streams together (`lm_request`, `lm_steps`): STREAM_ID BYTES [B],
+  FIRST_PATCH INT64 [B], HAS_VIDEO BOOL [B] + VIDEO FP32 [-1, P, Dv] (the patches of the streams with
+  video, in order), PREVIOUS FP32 [-1, D, P] with PREVIOUS_COUNT INT64 [B] (each stream's rows, in
+  order), HAS_TEXT BOOL [B] + TEXT BYTES [B] ("" where absent) -> H FP32 [-1, C] (every stream's
+  patches in order) and LOST BYTES [B] ("" or why the stream's state is lost; its H rows are zeros).
+  END BOOL [1] true frees the named streams' states and returns no rows. Everything but STREAM_ID is
+  optional to Triton (an END request carries nothing else); the model checks what a step needs and
+  answers bad input with INVALID_ARGUMENT.
 - locdit: dynamic batching up to `max_batch` rows: H FP32 [C], CONTEXT FP32 [D, context_frames],
   SEED INT64 [1], PATCH INT64 [1], STEPS INT32 [1], GUIDANCE FP32 [2] (h, context weight) ->
   Z FP32 [D, P]. The model groups the rows of all requests of a batch by (steps, guidance) and runs
@@ -30,30 +33,46 @@ Tensors mirror `backend.Backend` one to one:
 Why the spatial LM's state lives in the LM model instance: Triton's implicit sequence state does not
 exist for the python backend (DESIGN §7), so the model keeps its per-stream KV caches itself
 (`backend.LMStates`), in ONE instance so every request of a stream finds them. Nothing is lost for
-good when that state goes (restart, eviction, a request that reaches another pod): the model answers
-"LM_STATE_LOST: ...", the client raises `LMStateLostError`, and `stages.SpatialLMStage` replays the
-stream from patch 0 with the inputs it stored. Scaling out routes a stream to one Triton pod by
-stream id; a stream that lands elsewhere is only slower (one replay), never wrong.
+good when that state goes (restart, eviction, a request that reaches another pod): the model names
+the stream in LOST, the client returns an `LMStateLostError` for it, and `stages.SpatialLMStage`
+replays the stream from patch 0 with the inputs it stored. The streams of a request are one batch
+rather than one request each because the LM has no dynamic batcher (max_batch_size 0: its state
+is keyed by stream, not by batch row), and the stage has every ready stream of its call at hand.
+Scaling out routes a stream to one Triton pod by stream id; a stream that lands elsewhere is only
+slower (one replay), never wrong.
 """
 
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from swansphere import storage
 from swansphere.checkpoint import read_metadata
 from swansphere.errors import InputError
 from swansphere.models.config_io import config_from_dict, config_to_dict
 from swansphere.models.swansphere import SwanSphereConfig
+from swansphere.serving.backend import LMStep
 from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "swansphere.json"
 VERSION = "1"
-LM_STATE_LOST = "LM_STATE_LOST:"
-"""Prefix of the spatial_lm error that means "replay this stream from patch 0"."""
+LM_INPUTS = (
+    "STREAM_ID",
+    "FIRST_PATCH",
+    "HAS_VIDEO",
+    "VIDEO",
+    "PREVIOUS",
+    "PREVIOUS_COUNT",
+    "HAS_TEXT",
+    "TEXT",
+)
+"""The spatial_lm inputs of a step request (an END request carries STREAM_ID and END)."""
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 MAX_QUEUE_DELAY_US = 0
 """How long the dynamic batcher waits for more rows: not at all. The stages send whole batches (every
@@ -137,19 +156,20 @@ def model_config(
         outputs = [_tensor("TOKENS", "FP32", [-1, Dv])]
     elif stage == SPATIAL_LM:
         batch, instances = 0, 1
-        inputs = [_tensor("STREAM_ID", "STRING", [1])] + [
+        inputs = [_tensor("STREAM_ID", "STRING", [-1])] + [
             _tensor(name, dtype, dims, optional=True)
             for name, dtype, dims in (
-                ("FIRST_PATCH", "INT64", [1]),
-                ("HAS_VIDEO", "BOOL", [1]),
+                ("FIRST_PATCH", "INT64", [-1]),
+                ("HAS_VIDEO", "BOOL", [-1]),
                 ("VIDEO", "FP32", [-1, P, Dv]),
                 ("PREVIOUS", "FP32", [-1, D, P]),
-                ("HAS_TEXT", "BOOL", [1]),
-                ("TEXT", "STRING", [1]),
+                ("PREVIOUS_COUNT", "INT64", [-1]),
+                ("HAS_TEXT", "BOOL", [-1]),
+                ("TEXT", "STRING", [-1]),
                 ("END", "BOOL", [1]),
             )
         ]
-        outputs = [_tensor("H", "FP32", [-1, C])]
+        outputs = [_tensor("H", "FP32", [-1, C]), _tensor("LOST", "STRING", [-1])]
     elif stage == LOCDIT:
         batch = max_batch
         inputs = [
@@ -221,6 +241,74 @@ def verify_checkpoint(path: str | Path, sha256: str) -> None:
             f"{path}: checkpoint sha256 {digest.hexdigest()} differs from the exported {sha256}; "
             "refusing to load (re-run `swansphere export`)"
         )
+
+
+def lm_request(steps: Sequence[LMStep]) -> dict[str, np.ndarray]:
+    """The spatial_lm inputs that step `steps`' streams in one request."""
+    video = [np.asarray(step.video, np.float32) for step in steps if step.video is not None]
+    arrays = {
+        "STREAM_ID": np.array([step.stream_id.encode() for step in steps], dtype=np.object_),
+        "FIRST_PATCH": np.array([step.first_patch for step in steps], np.int64),
+        "HAS_VIDEO": np.array([step.video is not None for step in steps]),
+        "PREVIOUS": np.concatenate([np.asarray(step.previous, np.float32) for step in steps]),
+        "PREVIOUS_COUNT": np.array([len(step.previous) for step in steps], np.int64),
+        "HAS_TEXT": np.array([step.text is not None for step in steps]),
+        "TEXT": np.array([(step.text or "").encode() for step in steps], dtype=np.object_),
+    }
+    if video:
+        arrays["VIDEO"] = np.concatenate(video)
+    return arrays
+
+
+def lm_steps(arrays: dict[str, np.ndarray | None]) -> list[LMStep]:
+    """The steps of a spatial_lm request's inputs (`lm_request`'s inverse); InputError when they do
+    not fit together."""
+    missing = [name for name in LM_INPUTS if name != "VIDEO" and arrays.get(name) is None]
+    if missing:
+        raise InputError(f"spatial_lm: missing input {', '.join(missing)}")
+    streams = lm_streams(arrays)
+    columns = {name: arrays[name].reshape(-1) for name in LM_INPUTS if name not in ("VIDEO", "PREVIOUS")}
+    if any(len(column) != len(streams) for column in columns.values()):
+        raise InputError(f"spatial_lm: every per-stream input must have {len(streams)} entries")
+    counts, first = columns["PREVIOUS_COUNT"], columns["FIRST_PATCH"]
+    previous = arrays["PREVIOUS"]
+    if (counts < 0).any() or counts.sum() != len(previous):
+        raise InputError(f"spatial_lm: PREVIOUS_COUNT {counts.tolist()} does not split {len(previous)} rows")
+    patches = counts + (first == 0)
+    has_video = columns["HAS_VIDEO"].astype(bool)
+    video = arrays.get("VIDEO")
+    video_rows = int(patches[has_video].sum())
+    if video_rows and (video is None or len(video) != video_rows):
+        got = 0 if video is None else len(video)
+        raise InputError(
+            f"spatial_lm: VIDEO has {got} rows, the streams with video have {video_rows} patches"
+        )
+    previous_at = np.concatenate([[0], np.cumsum(counts)])
+    video_at = np.concatenate([[0], np.cumsum(np.where(has_video, patches, 0))])
+    return [
+        LMStep(
+            stream,
+            int(first[i]),
+            video[video_at[i] : video_at[i + 1]] if has_video[i] and video is not None else None,
+            previous[previous_at[i] : previous_at[i + 1]],
+            _utf8(columns["TEXT"][i]) if columns["HAS_TEXT"][i] else None,
+        )
+        for i, stream in enumerate(streams)
+    ]
+
+
+def lm_streams(arrays: dict[str, np.ndarray | None]) -> list[str]:
+    """The stream ids a spatial_lm request names."""
+    if arrays.get("STREAM_ID") is None:
+        raise InputError("spatial_lm: missing input STREAM_ID")
+    return [_utf8(value) for value in arrays["STREAM_ID"].reshape(-1)]
+
+
+def _utf8(value: object) -> str:
+    try:
+        return value.decode() if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise InputError("spatial_lm: text inputs must be UTF-8") from None
 
 
 def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False) -> str:

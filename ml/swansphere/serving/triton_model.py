@@ -41,7 +41,13 @@ from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.serving.backend import LMStateLostError, TorchBackend
 from swansphere.serving.stages import LOCDIT, MAX_STEPS, SPATIAL_LM, VAE_DECODER, VIDEO_ENCODER, batched
-from swansphere.serving.triton_export import LM_STATE_LOST, checkpoint_path, verify_checkpoint
+from swansphere.serving.triton_export import (
+    LM_INPUTS,
+    checkpoint_path,
+    lm_steps,
+    lm_streams,
+    verify_checkpoint,
+)
 
 LOCDIT_INPUTS = ("H", "CONTEXT", "SEED", "PATCH", "STEPS", "GUIDANCE")
 
@@ -102,28 +108,35 @@ class TritonPythonModel:
         return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", rows)]) for rows in tokens]
 
     def _spatial_lm(self, requests: list) -> list:
-        """One stream step per request; bad input and lost state answer that request only."""
+        """Every stream of a request steps in one batched LM call per patch; a stream whose state is
+        lost is named in LOST (the client replays it), bad input answers the request with an error."""
         responses = []
         for request in requests:
             try:
-                h = self._spatial_lm_step(request)
+                h, lost = self._spatial_lm_request(request)
             except InputError as err:
                 responses.append(_error(err))
                 continue
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("H", h)]))
+            outputs = [pb_utils.Tensor("H", h), pb_utils.Tensor("LOST", np.array(lost, dtype=np.object_))]
+            responses.append(pb_utils.InferenceResponse(outputs))
         return responses
 
-    def _spatial_lm_step(self, request: object) -> np.ndarray:
-        stream_id = _text(_array(request, "STREAM_ID"))
-        if _flag(request, "END"):
-            self.backend.end_stream(stream_id)
-            return np.zeros((0, self.backend.config.lm.d_model), np.float32)
-        video = _array(request, "VIDEO") if _flag(request, "HAS_VIDEO", required=True) else None
-        text = _text(_array(request, "TEXT")) if _flag(request, "HAS_TEXT", required=True) else None
-        first_patch = int(_array(request, "FIRST_PATCH")[0])
-        if first_patch < 0:
-            raise InputError(f"spatial_lm: FIRST_PATCH must be >= 0, got {first_patch}")
-        return self.backend.spatial_lm(stream_id, first_patch, video, _array(request, "PREVIOUS"), text)
+    def _spatial_lm_request(self, request: object) -> tuple[np.ndarray, list[bytes]]:
+        arrays = {name: _optional(request, name) for name in (*LM_INPUTS, "END")}
+        C = self.backend.config.lm.d_model
+        if arrays["END"] is not None and bool(arrays["END"].reshape(-1)[0]):
+            streams = lm_streams(arrays)
+            for stream in streams:
+                self.backend.end_stream(stream)
+            return np.zeros((0, C), np.float32), [b""] * len(streams)
+        steps = lm_steps(arrays)
+        results = self.backend.spatial_lm(steps)
+        rows = [
+            np.zeros((step.patches, C), np.float32) if isinstance(result, LMStateLostError) else result
+            for step, result in zip(steps, results, strict=True)
+        ]
+        lost = [str(r).encode() if isinstance(r, LMStateLostError) else b"" for r in results]
+        return np.concatenate(rows).astype(np.float32), lost
 
     def _locdit(self, requests: list) -> list:
         """All rows of all requests, grouped by solver settings: one batched call per group."""
@@ -188,6 +201,11 @@ def _rows_by_length(
     return [np.stack([next(out) for _ in batch]) for batch in batches]
 
 
+def _optional(request: object, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def _array(request: object, name: str) -> np.ndarray:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
@@ -195,25 +213,6 @@ def _array(request: object, name: str) -> np.ndarray:
     return tensor.as_numpy()
 
 
-def _flag(request: object, name: str, required: bool = False) -> bool:
-    if not required and pb_utils.get_input_tensor_by_name(request, name) is None:
-        return False
-    return bool(_array(request, name).reshape(-1)[0])
-
-
-def _text(array: np.ndarray) -> str:
-    value = array.reshape(-1)[0]
-    try:
-        return value.decode() if isinstance(value, bytes) else str(value)
-    except UnicodeDecodeError:
-        raise InputError("text inputs must be UTF-8") from None
-
-
 def _error(err: InputError) -> object:
-    """Lost LM state -> "LM_STATE_LOST: ..." (the client replays the stream); other bad input ->
-    INVALID_ARGUMENT (the client raises InputError and the stream fails)."""
-    if isinstance(err, LMStateLostError):
-        return pb_utils.InferenceResponse(
-            error=pb_utils.TritonError(f"{LM_STATE_LOST} {err}", pb_utils.TritonError.NOT_FOUND)
-        )
+    """Bad input -> INVALID_ARGUMENT (the client raises InputError and the stream fails)."""
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))

@@ -1,0 +1,153 @@
+"""The spatial LM's stream states (`backend.LMStates`): streams at different patches step in one
+batched call and each gets what it gets alone; lost, evicted and bad streams; the Triton request
+layout that carries such a call (`triton_export.lm_request` / `lm_steps`)."""
+
+import numpy as np
+import pytest
+from helpers_model import step_one, tiny_model
+
+from swansphere.errors import InputError
+from swansphere.serving.backend import LMStateLostError, LMStep, TorchBackend
+from swansphere.serving.triton_export import lm_request, lm_steps
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def sizes(model):
+    c = model.config
+    return c.patch_frames, c.vae.latent_dim, c.lm.video_dim
+
+
+def streams(sizes, n: int = 3, patches: int = 6, seed: int = 0) -> list[dict]:
+    """n streams' inputs: video tokens (None for the text-only last one), latents, text."""
+    P, D, Dv = sizes
+    rng = np.random.default_rng(seed)
+    texts = ["rain on a tin roof", None, "a dog barks to the left"]
+    return [
+        {
+            "video": None if i == n - 1 else rng.standard_normal((patches, P, Dv)).astype(np.float32),
+            "latents": rng.standard_normal((patches, D, P)).astype(np.float32),
+            "text": texts[i % len(texts)],
+        }
+        for i in range(n)
+    ]
+
+
+def step_of(name: str, stream: dict, t: int, n: int = 1) -> LMStep:
+    """Patches t .. t + n - 1 of a stream."""
+    video = None if stream["video"] is None else stream["video"][t : t + n]
+    previous = stream["latents"][max(0, t - 1) : t + n - 1]
+    return LMStep(name, t, video, previous, stream["text"])
+
+
+def alone(model, stream: dict, patches: int) -> np.ndarray:
+    """h of each patch, the stream stepped by itself, one patch a call."""
+    backend = TorchBackend(model)
+    return np.concatenate([backend.spatial_lm([step_of("a", stream, t)])[0] for t in range(patches)])
+
+
+def test_streams_at_different_patches_step_together_as_they_step_alone(model, sizes):
+    inputs = streams(sizes)
+    expected = [alone(model, stream, 6) for stream in inputs]
+    backend = TorchBackend(model)
+    starts = [0, 2, 3]  # stream i joins at call starts[i]
+    got: list[list[np.ndarray]] = [[] for _ in inputs]
+    for call in range(3 + 6):
+        names = [i for i in range(3) if 0 <= call - starts[i] < 6]
+        results = backend.spatial_lm([step_of(f"s{i}", inputs[i], call - starts[i]) for i in names])
+        for i, result in zip(names, results, strict=True):
+            got[i].append(result)
+    for i in range(3):
+        assert np.max(np.abs(np.concatenate(got[i]) - expected[i])) <= TOLERANCE
+
+
+def test_a_lost_stream_does_not_stop_the_others_and_replays_from_patch_zero(model, sizes):
+    inputs = streams(sizes)
+    expected = [alone(model, stream, 6) for stream in inputs]
+    backend = TorchBackend(model)
+    for t in range(3):
+        backend.spatial_lm([step_of("s0", inputs[0], t), step_of("s1", inputs[1], t)])
+    backend.end_stream("s1")
+    results = backend.spatial_lm(
+        [step_of("s0", inputs[0], 3), step_of("s1", inputs[1], 3), step_of("s2", inputs[2], 0, n=4)]
+    )
+    assert isinstance(results[1], LMStateLostError) and "no state" in str(results[1])
+    assert np.max(np.abs(results[0] - expected[0][3:4])) <= TOLERANCE
+    assert np.max(np.abs(results[2] - expected[2][:4])) <= TOLERANCE  # four patches in one call
+    replayed = backend.spatial_lm([step_of("s1", inputs[1], 0, n=4)])[0]
+    assert np.max(np.abs(replayed - expected[1][:4])) <= TOLERANCE
+    wrong = backend.spatial_lm([step_of("s0", inputs[0], 2)])[0]
+    assert isinstance(wrong, LMStateLostError) and "state at patch 4, asked for patch 2" in str(wrong)
+
+
+def test_least_recently_used_streams_are_evicted_and_their_rows_reused(model, sizes):
+    inputs = streams(sizes)
+    backend = TorchBackend(model, lm_capacity=2)
+    backend.spatial_lm([step_of("s0", inputs[0], 0)])
+    backend.spatial_lm([step_of("s1", inputs[1], 0)])
+    backend.spatial_lm([step_of("s0", inputs[0], 1)])  # s1 is now the least recently used
+    backend.spatial_lm([step_of("s2", inputs[2], 0)])
+    assert backend.lm_states._cache.rows == 2
+    results = backend.spatial_lm([step_of("s0", inputs[0], 2), step_of("s1", inputs[1], 1)])
+    assert isinstance(results[1], LMStateLostError)
+    assert np.max(np.abs(results[0] - alone(model, inputs[0], 3)[2:])) <= TOLERANCE
+    with pytest.raises(InputError, match="3 streams in one call, at most 2"):
+        backend.spatial_lm([step_of(f"n{i}", inputs[0], 0) for i in range(3)])
+
+
+def test_bad_input_fails_the_call_before_any_stream_moves(model, sizes):
+    P, D, Dv = sizes
+    inputs = streams(sizes)
+    backend = TorchBackend(model)
+    backend.spatial_lm([step_of("s0", inputs[0], 0)])
+    short_video = LMStep("s1", 0, np.zeros((2, P, Dv), np.float32), np.zeros((0, D, P), np.float32))
+    with pytest.raises(InputError, match="video must be \\(1, 4, 32\\) for stream s1's 1 patches"):
+        backend.spatial_lm([step_of("s0", inputs[0], 1), short_video])
+    with pytest.raises(InputError, match="named twice"):
+        backend.spatial_lm([step_of("s0", inputs[0], 1), step_of("s0", inputs[0], 1)])
+    with pytest.raises(InputError, match="previous latents must be"):
+        backend.spatial_lm([LMStep("s3", 0, None, np.zeros((1, D), np.float32))])
+    # s0 is still at patch 1
+    h = step_one(backend, "s0", 1, inputs[0]["video"][1:2], inputs[0]["latents"][:1], inputs[0]["text"])
+    assert np.max(np.abs(h - alone(model, inputs[0], 2)[1:])) <= TOLERANCE
+
+
+def test_the_triton_request_carries_every_stream_and_comes_back_the_same(sizes):
+    inputs = streams(sizes)
+    steps = [step_of("s0", inputs[0], 3), step_of("s1", inputs[1], 0, n=3), step_of("s2", inputs[2], 1)]
+    arrays = lm_request(steps)
+    assert arrays["PREVIOUS_COUNT"].tolist() == [1, 2, 1]
+    assert arrays["VIDEO"].shape[0] == 1 + 3  # the text-only stream sends none
+    back = lm_steps(arrays)
+    for before, after in zip(steps, back, strict=True):
+        assert (after.stream_id, after.first_patch, after.text) == (
+            before.stream_id,
+            before.first_patch,
+            before.text,
+        )
+        assert np.array_equal(after.previous, before.previous)
+        assert (after.video is None and before.video is None) or np.array_equal(after.video, before.video)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("PREVIOUS_COUNT"), "missing input PREVIOUS_COUNT"),
+        (lambda a: a.update(FIRST_PATCH=a["FIRST_PATCH"][:1]), "must have 2 entries"),
+        (lambda a: a.update(PREVIOUS_COUNT=np.array([1, 5])), "does not split 2 rows"),
+        (lambda a: a.update(VIDEO=a["VIDEO"][:1]), "VIDEO has 1 rows, the streams with video have 2"),
+        (lambda a: a.update(TEXT=np.array([b"\xff", b""], dtype=np.object_)), "must be UTF-8"),
+    ],
+)
+def test_a_malformed_triton_request_is_an_input_error(sizes, change, message):
+    inputs = streams(sizes)
+    arrays = lm_request([step_of("s0", inputs[0], 1), step_of("s1", inputs[1], 1)])
+    change(arrays)
+    with pytest.raises(InputError, match=message):
+        lm_steps(arrays)
