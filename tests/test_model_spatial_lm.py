@@ -126,20 +126,26 @@ def test_streaming_steps_match_the_full_forward_past_the_window():
 
 
 def test_rows_at_different_patches_step_together_as_they_step_alone():
-    """The serving backend's case: streams that started at different times share one cache and one
-    batched step; each row's h equals its stream stepped on its own, past the window too."""
+    """The serving backend's case: streams that started at different times, with texts of different
+    lengths (row 1 none), share one cache and one batched step; each row's h equals its stream
+    stepped on its own, past the window too."""
     lm = make_lm(max_patches=6)
     x = inputs(3, 15)
+
+    def cache_of(row: int) -> KVCache:
+        if row == 1:
+            return lm.new_cache(1)
+        return lm.new_cache(1, x["text"][row : row + 1], x["text_mask"][row : row + 1])
+
     alone = []
     for row in range(3):
-        cache = lm.new_cache(1, x["text"][row : row + 1], x["text_mask"][row : row + 1], text_slots=8)
+        cache = cache_of(row)
         alone.append(
             [lm.step(x["video"][row : row + 1, t], x["history"][row : row + 1, t], cache) for t in range(15)]
         )
-    caches = [
-        lm.new_cache(1, x["text"][row : row + 1], x["text_mask"][row : row + 1], text_slots=8)
-        for row in range(3)
-    ]
+    caches = [cache_of(row) for row in range(3)]
+    for cache in caches:
+        cache.pad_text(8)
     joined = KVCache.cat(caches)
     starts = [0, 4, 9]  # row r begins at step starts[r]
     for step in range(9 + 15):
@@ -161,16 +167,15 @@ def test_rows_at_different_patches_step_together_as_they_step_alone():
 def test_cache_rows_are_replaced_by_a_new_stream():
     lm = make_lm()
     x = inputs(2, 3)
-    cache = lm.new_cache(2, x["text"], x["text_mask"], text_slots=8)
+    cache = lm.new_cache(2, x["text"], x["text_mask"])
     for t in range(3):
         lm.step(x["video"][:, t], x["history"][:, t], cache)
-    cache.write(torch.tensor([1]), lm.new_cache(1, text_slots=8))
+    replacement = lm.new_cache(1)  # no text: 1 position, padded to the cache's 6
+    replacement.pad_text(cache.text_mask.shape[1])
+    cache.write(torch.tensor([1]), replacement)
     assert cache.positions.tolist() == [3, 0]
-    fresh = lm.new_cache(1, text_slots=8)
     h = lm.step(x["video"][:, 0], x["history"][:, 0], cache)
-    torch.testing.assert_close(h[1:], lm.step(x["video"][1:, 0], x["history"][1:, 0], fresh))
-    with pytest.raises(ValueError, match="exceeds 3 slots"):
-        lm.new_cache(2, x["text"], x["text_mask"], text_slots=3)
+    torch.testing.assert_close(h[1:], lm.step(x["video"][1:, 0], x["history"][1:, 0], lm.new_cache(1)))
 
 
 def test_missing_video_uses_the_null_embedding_per_sample():

@@ -90,7 +90,7 @@ class KVCache:
     """Per layer, cross-attention keys and values (R, H, S, hd) of the text memory, computed once."""
     text_mask: Tensor
     """(R, S) bool, True = attended; rows without text attend only to the null text token; padding
-    (shorter texts than the cache holds) is never attended."""
+    (`pad_text`) is never attended."""
     positions: Tensor
     """(R,) long: absolute index of each row's next patch, the RoPE position of its next step."""
 
@@ -108,6 +108,14 @@ class KVCache:
             positions=torch.cat([c.positions for c in caches]),
         )
 
+    def pad_text(self, slots: int) -> None:
+        """Text memory padded to `slots` positions, never attended: caches of streams with texts of
+        different lengths then join (`cat`, `write`)."""
+        extra = slots - self.text_mask.shape[1]
+        if extra > 0:
+            self.text_kv = [(F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra))) for k, v in self.text_kv]
+            self.text_mask = F.pad(self.text_mask, (0, extra))
+
     def write(self, rows: Tensor, other: "KVCache") -> None:
         """Replace rows (k,) of this cache by the k rows of `other` (e.g. streams just started)."""
         for (k, v), (k_new, v_new) in zip(
@@ -116,6 +124,11 @@ class KVCache:
             k[rows], v[rows] = k_new.to(k.dtype), v_new.to(v.dtype)
         self.text_mask[rows] = other.text_mask
         self.positions[rows] = other.positions
+
+
+def _rows(tensor: Tensor, rows: Tensor | None) -> Tensor:
+    """The rows of a cache tensor a step reads; all of them (no copy) for None."""
+    return tensor if rows is None else tensor[rows]
 
 
 def _own(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -171,18 +184,19 @@ class CausalSelfAttention(nn.Module):
         cos: Tensor,
         sin: Tensor,
         past: tuple[Tensor, Tensor],
-        rows: Tensor,
-        positions: Tensor,
+        rows: Tensor | None,
+        slot: Tensor,
+        written: Tensor,
     ) -> Tensor:
-        """One patch of rows (B,) of a ring-buffer cache `past` (R, H, W, hd), at `positions` (B,):
-        x (B, 1, C) -> (B, 1, C). Writes the patch's key and value into slot position mod W first."""
+        """One patch of `rows` (B,) of a ring-buffer cache `past` (R, H, W, hd), None = all R rows in
+        order: x (B, 1, C) -> (B, 1, C). Writes the patch's key and value into each row's `slot` (B,)
+        first, then attends over the slots `written` (B, 1, 1, W) holds True."""
         q, k, v = self._qkv(x, cos, sin)
-        slot = positions % self.window
+        index = torch.arange(len(x), device=x.device) if rows is None else rows
         for buffer, new in zip(past, (k, v), strict=True):
-            buffer[rows, :, slot] = new[:, :, 0].to(buffer.dtype)
-        keys, values = (buffer[rows].to(q.dtype) for buffer in past)  # (B, H, W, hd)
-        written = torch.arange(self.window, device=x.device) <= positions[:, None]  # (B, W)
-        return self._attend(q, keys, values, written[:, None, None, :])
+            buffer[index, :, slot] = new[:, :, 0].to(buffer.dtype)
+        keys, values = (_rows(buffer, rows).to(q.dtype) for buffer in past)  # (B, H, W, hd)
+        return self._attend(q, keys, values, written)
 
     def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
@@ -267,12 +281,13 @@ class Block(nn.Module):
         x: Tensor,
         rope: tuple[Tensor, Tensor],
         past: tuple[Tensor, Tensor],
-        rows: Tensor,
-        positions: Tensor,
+        rows: Tensor | None,
+        slot: Tensor,
+        written: Tensor,
         text_kv: tuple[Tensor, Tensor],
         text_mask: Tensor,
     ) -> Tensor:
-        x = x + self.self_attn.step(self.ln_self(x), *rope, past, rows, positions)
+        x = x + self.self_attn.step(self.ln_self(x), *rope, past, rows, slot, written)
         return self._text_and_mlp(x, text_kv, text_mask)
 
     def _text_and_mlp(self, x: Tensor, text_kv: tuple[Tensor, Tensor], text_mask: Tensor) -> Tensor:
@@ -333,17 +348,10 @@ class SpatialLM(nn.Module):
         text: Tensor | None = None,
         text_mask: Tensor | None = None,
         text_present: Tensor | None = None,
-        text_slots: int | None = None,
     ) -> KVCache:
         """Rows starting at patch 0; the text (fixed for a stream) is encoded into cross-attention K/V
-        here, once. `text_slots` pads the text memory to that many positions (1 + the text encoder's
-        max tokens), so caches of streams with different texts can be joined (`KVCache.cat`)."""
+        here, once."""
         memory, memory_mask = self._text_memory(text, text_mask, text_present, batch_size)
-        if text_slots is not None:
-            if text_slots < memory.shape[1]:
-                raise ValueError(f"SpatialLM: text of {memory.shape[1]} positions exceeds {text_slots} slots")
-            memory = F.pad(memory, (0, 0, 0, text_slots - memory.shape[1]))
-            memory_mask = F.pad(memory_mask, (0, text_slots - memory_mask.shape[1]))
         H, W, hd = self.config.n_heads, self.config.max_patches, self._head_dim
         empty = self.null_video.new_zeros(batch_size, H, W, hd)
         return KVCache(
@@ -361,24 +369,30 @@ class SpatialLM(nn.Module):
         video_present: Tensor | None = None,
         rows: Tensor | None = None,
     ) -> Tensor:
-        """One streaming patch of the cache's `rows` (B,) (all of them by default), each at its own
-        position: video_t (B, P, Dv) or None, history_t (B, d_model) -> h_t (B, d_model).
+        """One streaming patch of the cache's `rows` (B,) (None: all of them, in order), each at its
+        own position: video_t (B, P, Dv) or None, history_t (B, d_model) -> h_t (B, d_model).
 
         Updates `cache` in place: the rows' keys/values of this patch written, their positions + 1.
         """
-        if rows is None:
-            rows = torch.arange(cache.rows, device=history_t.device)
-        if len(rows) != history_t.shape[0]:
-            raise ValueError(f"SpatialLM.step: {len(rows)} cache rows but a batch of {history_t.shape[0]}")
+        stepped = cache.rows if rows is None else len(rows)
+        if history_t.shape[0] != stepped:
+            raise ValueError(f"SpatialLM.step: {stepped} cache rows but a batch of {history_t.shape[0]}")
         video = None if video_t is None else video_t.unsqueeze(1)  # (B, 1, P, Dv)
         x = self._inputs(video, history_t.unsqueeze(1), video_present)  # (B, 1, C)
-        positions = cache.positions[rows]
+        positions = _rows(cache.positions, rows)
         cos, sin = rope_angles(positions, self._head_dim, self.config.rope_base)  # (B, hd/2)
         rope = (cos[:, None, None, :], sin[:, None, None, :])  # broadcast over heads and the one patch
-        text_mask = cache.text_mask[rows]
+        W = self.config.max_patches
+        slot = positions % W  # ring buffer: patch p in slot p mod W
+        written = (torch.arange(W, device=x.device) <= positions[:, None])[:, None, None, :]  # (B, 1, 1, W)
+        text_mask = _rows(cache.text_mask, rows)
         for block, past, (text_k, text_v) in zip(self.blocks, cache.self_kv, cache.text_kv, strict=True):
-            x = block.step(x, rope, past, rows, positions, (text_k[rows], text_v[rows]), text_mask)
-        cache.positions[rows] = positions + 1
+            text_kv = (_rows(text_k, rows), _rows(text_v, rows))
+            x = block.step(x, rope, past, rows, slot, written, text_kv, text_mask)
+        if rows is None:
+            cache.positions += 1
+        else:
+            cache.positions[rows] = positions + 1
         return self.ln_f(x)[:, 0]
 
     @property

@@ -107,15 +107,13 @@ class LMStates:
         self.capacity = capacity
         self.autocast = autocast
         """Lower precision for the LM's matrix products (bf16 on a GPU), None = the model's dtype."""
-        self.text_slots = 1 + model.text_encoder.max_length
-        """Text memory positions per row: the null token and the longest text the encoder keeps."""
         self._rows: OrderedDict[str, int] = OrderedDict()
         """Stream -> its row of the cache, least recently used first."""
         self._positions: dict[str, int] = {}
         """Stream -> its next patch (the cache's `positions`, kept here too: reading them back from a
         GPU would wait for its queue)."""
         self._free: list[int] = []
-        self._cache = model.lm.new_cache(0, text_slots=self.text_slots)
+        self._cache = model.lm.new_cache(0)
 
     @torch.no_grad()
     def step(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
@@ -200,9 +198,10 @@ class LMStates:
         rows = self._allocate(len(steps), keep)
         device = self.model.latent_mean.device
         states, mask = self.model.text_encoder.encode([step.text for step in steps])
-        fresh = self.model.lm.new_cache(
-            len(steps), states.to(device), mask.to(device), text_slots=self.text_slots
-        )
+        fresh = self.model.lm.new_cache(len(steps), states.to(device), mask.to(device))
+        slots = max(fresh.text_mask.shape[1], self._cache.text_mask.shape[1])
+        for cache in (fresh, self._cache):  # the longest text yet sets the text slots of every row
+            cache.pad_text(slots)
         self._cache.write(torch.tensor(rows, device=device), fresh)
         self._rows.update((step.stream_id, row) for step, row in zip(steps, rows, strict=True))
 
@@ -212,7 +211,8 @@ class LMStates:
         missing = n - len(self._free)
         grow = min(max(missing, self._cache.rows), self.capacity - self._cache.rows)
         if missing > 0 and grow > 0:
-            extra = self.model.lm.new_cache(grow, text_slots=self.text_slots)
+            extra = self.model.lm.new_cache(grow)
+            extra.pad_text(self._cache.text_mask.shape[1])
             self._free += range(self._cache.rows, self._cache.rows + grow)
             self._cache = KVCache.cat([self._cache, extra])
         evict = max(0, n - len(self._free))
@@ -232,16 +232,19 @@ class LMStates:
         if encoded:
             previous = np.stack([steps[j].previous[offsets[j]] for j in encoded]).astype(np.float32)
             history[encoded] = model.history(torch.from_numpy(previous).to(device), len(encoded))
-        video_present = torch.tensor([step.video is not None for step in steps], device=device)
+        has_video = [step.video is not None for step in steps]
+        video_present = None if all(has_video) else torch.tensor(has_video, device=device)
         P, Dv = model.config.patch_frames, model.config.lm.video_dim
         tokens = np.zeros((B, P, Dv), np.float32)
         for j, step in enumerate(steps):
             if step.video is not None:
                 tokens[j] = step.video[k]
-        rows = torch.tensor([self._rows[step.stream_id] for step in steps], device=device)
+        rows = [self._rows[step.stream_id] for step in steps]
+        # Every row in order (one stream, or all the streams at once) reads the cache without a copy.
+        index = None if rows == list(range(self._cache.rows)) else torch.tensor(rows, device=device)
         with _autocast(device, self.autocast):
             return model.lm.step(
-                torch.from_numpy(tokens).to(device), history, self._cache, video_present, rows
+                torch.from_numpy(tokens).to(device), history, self._cache, video_present, index
             )
 
 
