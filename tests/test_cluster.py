@@ -272,7 +272,7 @@ def test_the_service_benchmark_reports_service_against_embedded(cluster):
         assert all(
             report[section][key] > 0 for key in ("time_to_first_chunk_s", "real_time_factor", "per_patch_s")
         )
-    assert report["patches"] == 6 and report["concurrency"]["streams"] == 2
+    assert report["patches"] == 6 and report["rounds"] == 3 and report["concurrency"]["streams"] == 2
     live = report["concurrency"]["live"]
     assert live["time_to_first_chunk_p99_s"] >= live["time_to_first_chunk_p50_s"] > 0
     assert isinstance(report["added_per_patch_s"], float)

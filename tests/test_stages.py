@@ -297,9 +297,20 @@ def test_a_burst_of_frames_yields_every_streams_first_tokens_before_the_rest(mod
     assert stage.handle(nudges) == []  # a redelivered nudge finds nothing new ...
     replayed = stage.replay(nudges[:1])  # ... and replay re-sends what it may have lost
     assert [(m.stream_id, m.index) for _, m in replayed] == [("a", 2)]
+    # A new stream's first call goes alone: a's backlog waits for the next call.
+    c = (np.random.default_rng(7).random((3, 64, 128, 3)) * 255).astype(np.uint8)
+    more = Envelope("a", "frames", 12, tensors={"frames": c})
+    mixed = stage.handle([more, Envelope("c", "frames", 0, tensors={"frames": c[:1]})])
+    assert [(topic, m.stream_id, m.kind, m.index) for topic, m in mixed] == [
+        ("spatial_lm", "c", "tokens", 0),
+        ("video_encoder", "a", "encode", 12),
+    ]
+    later = stage.handle([m for topic, m in mixed if topic == "video_encoder"])
+    assert [(m.stream_id, m.index, len(m.tensors["tokens"])) for _, m in later] == [("a", 12, 3)]
+    clips["a"] = np.concatenate([clips["a"], c])
     for name, clip in clips.items():
         streamed = np.concatenate(
-            [m.tensors["tokens"] for m in tokens + [m for _, m in rest] if m.stream_id == name]
+            [m.tensors["tokens"] for m in tokens + [m for _, m in rest + later] if m.stream_id == name]
         )
         whole = TorchBackend(model).video_encoder(model_pixels(clip, (64, 128))[None])[0]
         assert np.max(np.abs(streamed - whole)) <= 1e-5

@@ -308,7 +308,7 @@ def test_the_stream_lock_excludes_another_worker(redis_url):
 
     def work(store: RedisStateStore) -> None:
         for _ in range(20):
-            with store.lock("s"):
+            with store.lock("s", "spatial_lm"):
                 inside[0] += 1
                 overlaps.append(inside[0] > 1)
                 count = int(store.get("s", "count") or 0)
@@ -326,12 +326,22 @@ def test_the_stream_lock_excludes_another_worker(redis_url):
         store.close()
 
 
+def test_the_stages_of_one_stream_do_not_wait_for_each_other(redis_url):
+    """Stages keep disjoint keys: the LM plans a stream's patch while the video encoder holds the
+    stream's section for its next frames."""
+    fast = RedisStateStore(redis_url, lock_timeout_s=0.2)
+    busy = pytest.raises(TransportError, match="not taken")
+    with fast.lock("s", "video_encoder"), fast.lock("s", "spatial_lm"), busy, fast.lock("s", "video_encoder"):
+        pass
+    fast.close()
+
+
 def test_a_dead_holders_lock_lapses_and_a_busy_one_times_out_clearly(redis_url, caplog):
     short = RedisStateStore(redis_url, lock_lease_ms=150, lock_timeout_s=2)
-    dead_holder = short.lock("s")
+    dead_holder = short.lock("s", "spatial_lm")
     dead_holder.__enter__()  # and never leaves
     start = time.monotonic()
-    with short.lock("s"):
+    with short.lock("s", "spatial_lm"):
         assert time.monotonic() - start >= 0.1
     with caplog.at_level(logging.WARNING, logger="swansphere.serving.redis_streams"):
         dead_holder.__exit__(None, None, None)  # came back after its lease: must not free another's lock
@@ -339,9 +349,9 @@ def test_a_dead_holders_lock_lapses_and_a_busy_one_times_out_clearly(redis_url, 
 
     patient = RedisStateStore(redis_url, lock_lease_ms=10_000, lock_timeout_s=0.2)
     busy = pytest.raises(TransportError, match=r"not taken within 0\.2 s")
-    with patient.lock("t"), busy, patient.lock("t"):
+    with patient.lock("t", "spatial_lm"), busy, patient.lock("t", "spatial_lm"):
         pass
-    with patient.lock("t"):  # released on the way out
+    with patient.lock("t", "spatial_lm"):  # released on the way out
         pass
     short.close()
     patient.close()

@@ -334,8 +334,8 @@ class RedisStateStore:
             return self._redis.lrange(self._list(stream_id, key), start, -1)
 
     @contextlib.contextmanager
-    def lock(self, stream_id: str) -> Iterator[None]:
-        name, token = f"{self._base(stream_id)}:lock", secrets.token_hex(16)
+    def lock(self, stream_id: str, stage: str) -> Iterator[None]:
+        name, token = f"{self._base(stream_id)}:lock:{stage}", secrets.token_hex(16)
         deadline, pause = time.monotonic() + self.lock_timeout_s, 0.002
         with _reaching(self.url):
             while not self._redis.set(name, token, nx=True, px=self.lock_lease_ms):

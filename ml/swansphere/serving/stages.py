@@ -165,6 +165,11 @@ class VideoEncoderStage(Stage):
         an `encode` message for the rest: a client that sends a burst of frames would otherwise keep
         the stage busy with its whole burst while other streams wait for their first chunk. The
         first call has no context to recompute, so the split costs one context window per stream.
+        For the same reason a call that makes some stream's first tokens leaves every backlog (more
+        than `FIRST_CALL_FRAMES` new frames) to the next call, by an `encode` message: the tokens of
+        a call are published together, so a new stream's first ones would otherwise wait for another
+        stream's burst (4 streams that each sent their clip at once: the last three streams' first
+        tokens came 120 ms after the first's). Live streams (a frame or two per call) never wait.
         """
         ends = []
         for message in messages:
@@ -178,13 +183,18 @@ class VideoEncoderStage(Stage):
         out: list[tuple[str, Envelope]] = []
         with contextlib.ExitStack() as locked:
             for stream in sorted(streams):  # one order for every worker: no deadlock
-                locked.enter_context(self.store.lock(stream))
+                locked.enter_context(self.store.lock(stream, self.name))
             work = [job for job in map(self._new_frames, streams) if job is not None]
+            backlog = []
+            if any(job.done == 0 for job in work):
+                backlog = [job for job in work if job.count - job.done > FIRST_CALL_FRAMES]
+                work = [job for job in work if job not in backlog]
             start = time.perf_counter()
             tokens = batched([job.window for job in work], self.backend.video_encoder, length_axis=0)
             self.seconds[self.name] += time.perf_counter() - start
             for job, window_tokens in zip(work, tokens, strict=True):
                 out += self._commit(job, window_tokens[job.done - job.first :])
+        out += [(VIDEO_ENCODER, Envelope(job.stream, "encode", job.done)) for job in backlog]
         return out + [(SPATIAL_LM, message) for message in ends]
 
     def _file(self, message: Envelope) -> None:
@@ -286,7 +296,7 @@ class SpatialLMStage(Stage):
         streams = sorted(dict.fromkeys(message.stream_id for message in messages))
         with contextlib.ExitStack() as locked:
             for stream in streams:  # one order for every worker: no deadlock
-                locked.enter_context(self.store.lock(stream))
+                locked.enter_context(self.store.lock(stream, self.name))
             read = [job for job in map(self._next_patch, streams) if job is not None]
             jobs = [job for job in read if job.ready]
             start = time.perf_counter()
@@ -353,7 +363,7 @@ class SpatialLMStage(Stage):
         Patch t + 1 waits for z_t, so a stream has at most one."""
         out = []
         for stream in dict.fromkeys(message.stream_id for message in messages):
-            with self.store.lock(stream):
+            with self.store.lock(stream, self.name):
                 spec_json, next_patch, end = self.store.get_many(stream, ["spec", "next", "end_frames"])
                 t = int(next_patch or 0) - 1
                 h, z = self.store.get_many(stream, [f"h@{t}", f"z@{t}"])

@@ -34,8 +34,10 @@ class StateStore(Protocol):
         """The list `key` from position `start` on."""
         ...
 
-    def lock(self, stream_id: str) -> contextlib.AbstractContextManager[None]:
-        """Exclusive per-stream section: one worker at a time advances a stream."""
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+        """Exclusive per-stream section of one stage: one worker of the stage at a time advances a
+        stream. Stages keep disjoint keys, so one stage's section does not wait for another's (the
+        LM planning a stream's patch while the video encoder encodes its next frames)."""
         ...
 
     def delete(self, stream_id: str) -> None:
@@ -47,7 +49,7 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self._values: dict[str, dict[str, bytes]] = defaultdict(dict)
         self._lists: dict[str, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
-        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks: dict[str, dict[str, threading.Lock]] = defaultdict(lambda: defaultdict(threading.Lock))
 
     def get(self, stream_id: str, key: str) -> bytes | None:
         return self._values[stream_id].get(key)
@@ -74,8 +76,8 @@ class MemoryStateStore:
         return list(self._lists[stream_id][key][start:])
 
     @contextlib.contextmanager
-    def lock(self, stream_id: str) -> Iterator[None]:
-        with self._locks[stream_id]:
+    def lock(self, stream_id: str, stage: str) -> Iterator[None]:
+        with self._locks[stream_id][stage]:
             yield
 
     def delete(self, stream_id: str) -> None:
