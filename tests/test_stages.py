@@ -348,3 +348,46 @@ def test_the_lm_plans_a_patch_of_every_ready_stream_in_one_call(model, frames):
     print(f"LM calls for 3 streams of {patches} patches: {backend.lm_calls}")
     assert sum(backend.lm_calls) == 3 * patches
     assert len(backend.lm_calls) == patches and set(backend.lm_calls) == {3}
+
+
+class CountingStore(MemoryStateStore):
+    """Records how many token chunks each read of a stream's token list returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.token_reads: list[int] = []
+
+    def items(self, stream_id, key, start=0):
+        found = super().items(stream_id, key, start)
+        if key == "tokens":
+            self.token_reads.append(len(found))
+        return found
+
+
+def test_a_patch_reads_the_tokens_it_needs_not_the_whole_stream(model):
+    """A 10 s video sent live, a frame at a time, so the token list grows a chunk per frame: the LM's
+    reads of it stay a few chunks long, not the 40 the stream ends with, and the audio is the
+    offline generation's."""
+    clip = (np.random.default_rng(3).random((40, 64, 128, 3)) * 255).astype(np.uint8)
+    store = CountingStore()
+    pipeline_stages = build_stages(TorchBackend(model), store)
+    transport = MemoryTransport()
+    workers = [StageWorker(pipeline_stages[name], transport, "w", 8, 0) for name in STAGES]
+    session = StreamSession(
+        transport, store, StreamSpec("live", settings=SETTINGS), model.config.patch_samples
+    )
+    session.start()
+    chunks = []
+    for i in range(len(clip) + 1):
+        if i < len(clip):
+            session.send_frames(clip[i : i + 1])
+        else:
+            session.end()
+        while sum(worker.run_once() for worker in workers):
+            pass
+        chunks += session.take_chunks("gateway")
+    assert session.done
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert np.max(np.abs(audio - generate(model, clip, settings=SETTINGS))) <= 1e-5
+    print(f"token chunks per read: {store.token_reads}")
+    assert len(store.token_reads) >= 40 and max(store.token_reads) <= 3

@@ -97,9 +97,15 @@ def align_nearest(features: Tensor, n_target: int, source_fps: float, target_fps
         raise ValueError(
             f"align_nearest: need Tv >= 1, n_target >= 0 and positive rates, got {features.shape}"
         )
-    start_s = torch.arange(n_target, dtype=torch.float64) / target_fps
-    index = torch.floor(start_s * source_fps).long().clamp(max=features.shape[1] - 1)
+    index = nearest_steps(n_target, source_fps, target_fps).clamp(max=features.shape[1] - 1)
     return features[:, index.to(features.device)]
+
+
+def nearest_steps(n_target: int, source_fps: float, target_fps: float) -> Tensor:
+    """(n_target,) the source step of each target frame by the causal nearest rule, before clipping to
+    the source's length: floor(j / target_fps · source_fps)."""
+    start_s = torch.arange(n_target, dtype=torch.float64) / target_fps
+    return torch.floor(start_s * source_fps).long()
 
 
 def similarity(v: Tensor, a: Tensor) -> Tensor:

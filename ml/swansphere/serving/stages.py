@@ -23,12 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
-from swansphere.models.svac import align_nearest
+from swansphere.models.svac import nearest_steps
 from swansphere.models.vae import decoder_context_frames
 from swansphere.serving.backend import Backend, LMStateLostError, LMStep
 from swansphere.serving.envelope import Envelope, decode, encode
@@ -250,13 +249,44 @@ class VideoEncoderStage(Stage):
 
 
 @dataclass
+class _Tokens:
+    """What a patch reads of a stream's video tokens: the token list from position `chunk` on, whose
+    first chunk starts at video frame `frame`. Earlier chunks hold frames no later patch looks at, so
+    a patch's reads do not grow with the stream (10 minutes are 2400 frames)."""
+
+    chunk: int
+    frame: int
+    chunks: list[np.ndarray]
+
+    @property
+    def received(self) -> int:
+        """Frames with tokens, contiguous from frame 0."""
+        return self.frame + sum(len(chunk) for chunk in self.chunks)
+
+    def rows(self, frames: np.ndarray) -> np.ndarray:
+        """Tokens (n, Dv) of video frames (n,), clipped to the last received (the nearest rule)."""
+        if not self.chunks:
+            raise InputError("spatial_lm: a video stream has no video tokens yet")
+        return np.concatenate(self.chunks)[np.minimum(frames, self.received - 1) - self.frame]
+
+    def start_of(self, frame: int) -> tuple[int, int]:
+        """The list position of the chunk holding `frame` (the last one if none does), and its first frame."""
+        chunk, start = self.chunk, self.frame
+        for tokens in self.chunks[:-1]:
+            if start + len(tokens) > frame:
+                break
+            chunk, start = chunk + 1, start + len(tokens)
+        return chunk, start
+
+
+@dataclass
 class _LMJob:
     """One stream's next patch t, read under its lock: what planning it needs."""
 
     stream: str
     spec: StreamSpec
     t: int
-    tokens: np.ndarray | None
+    tokens: "_Tokens"
     recent: np.ndarray | None
     """The clean latents before patch t (`_recent_latents`), z_{t-1} last; None at t = 0."""
     total: int | None
@@ -316,15 +346,17 @@ class SpatialLMStage(Stage):
         before its start. At most one: patch t + 1 waits for z_t, which LocDiT makes from this call's
         h_t. Four state round trips (the stream's values, its tokens, the next token chunk, its recent
         latents) when nothing new arrived on the token list, however many patches the stream has."""
-        spec_json, next_patch, end_frames = self.store.get_many(stream, ["spec", "next", "end_frames"])
+        keys = ["spec", "next", "end_frames", "tokens_from"]
+        spec_json, next_patch, end_frames, tokens_from = self.store.get_many(stream, keys)
         if spec_json is None:
             return None
         spec = StreamSpec.from_json(spec_json)
         end = None if end_frames is None else int(end_frames)
-        tokens = self._tokens(stream)
+        chunk, frame = (int(part) for part in (tokens_from or b"0:0").decode().split(":"))
+        tokens = self._tokens(stream, chunk, frame)
         t = int(next_patch or 0)
         job = _LMJob(stream, spec, t, tokens, None, self._total_samples(spec, end), ready=False)
-        if t < self._ready_patches(t, tokens, spec, end):
+        if t < self._ready_patches(t, tokens.received, spec, end):
             job.recent = self._recent_latents(stream, t)  # z_{t-1} last
             job.ready = t == 0 or job.recent is not None
         return job
@@ -344,7 +376,9 @@ class SpatialLMStage(Stage):
 
     def _lm_step(self, job: _LMJob, first: int) -> LMStep:
         """The LM's input for patches first .. job.t: the next patch alone, or the whole stream so far."""
-        video = None if job.spec.duration_s is not None else self._patch_tokens(job.tokens, first, job.t + 1)
+        # A replay reads the stream's tokens from frame 0; the next patch reads from where it needs.
+        tokens = job.tokens if first == job.t else self._tokens(job.stream)
+        video = None if job.spec.duration_s is not None else self._patch_tokens(tokens, first, job.t + 1)
         if first == job.t:
             previous = None if job.recent is None else job.recent[-1:]
         else:
@@ -354,8 +388,16 @@ class SpatialLMStage(Stage):
 
     def _commit(self, job: _LMJob, h: np.ndarray) -> Envelope:
         """Moves the stream past patch t (under its lock); patch t's request to LocDiT."""
+        # The first token chunk patch t + 1 reads: where the nearest rule puts its first latent frame.
+        needed = int(self._token_frames(job.t + 1, job.t + 2)[0])
+        chunk, frame = job.tokens.start_of(min(needed, max(job.tokens.received - 1, 0)))
         # h_t kept for `replay` in the same write that moves the state on
-        self.store.set(job.stream, {f"h@{job.t}": _pack(h), "next": str(job.t + 1).encode()})
+        values = {
+            f"h@{job.t}": _pack(h),
+            "next": str(job.t + 1).encode(),
+            "tokens_from": f"{chunk}:{frame}".encode(),
+        }
+        self.store.set(job.stream, values)
         return self._patch_message(job.stream, job.spec, job.t, h, job.total, job.recent)
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
@@ -404,18 +446,16 @@ class SpatialLMStage(Stage):
     def _latent_shape(self) -> tuple[int, int]:
         return self.config.vae.latent_dim, self.config.patch_frames
 
-    def _tokens(self, stream: str) -> np.ndarray | None:
-        """The stream's video tokens so far, contiguous from frame 0 (T, Dv); None before the first.
+    def _tokens(self, stream: str, chunk: int = 0, frame: int = 0) -> _Tokens:
+        """The stream's video tokens from list position `chunk` (starting at video frame `frame`) on.
         Chunks join the list `tokens` once they are contiguous, so a patch reads them in one round
-        trip however long the stream; the list is its own pointer (a retry after a crash between
-        two appends recomputes where it ended). Call under the stream's lock."""
-        chunks = [_unpack(blob) for blob in self.store.items(stream, "tokens")]
-        count = sum(len(chunk) for chunk in chunks)
-        while (blob := self.store.get(stream, f"tokens@{count}")) is not None:
+        trip; the list is its own pointer (a retry after a crash between two appends recomputes where
+        it ended). Call under the stream's lock."""
+        tokens = _Tokens(chunk, frame, [_unpack(blob) for blob in self.store.items(stream, "tokens", chunk)])
+        while (blob := self.store.get(stream, f"tokens@{tokens.received}")) is not None:
             self.store.append(stream, "tokens", blob)
-            chunks.append(_unpack(blob))
-            count += len(chunks[-1])
-        return np.concatenate(chunks) if chunks else None
+            tokens.chunks.append(_unpack(blob))
+        return tokens
 
     def _recent_latents(self, stream: str, t: int) -> np.ndarray | None:
         """The clean latents patch t's request carries (`recent_patches` before it); None at t = 0."""
@@ -437,12 +477,10 @@ class SpatialLMStage(Stage):
             return round(spec.duration_s * SAMPLE_RATE)
         return None if end_frames is None else round(end_frames / VIDEO_FPS * SAMPLE_RATE)
 
-    def _ready_patches(
-        self, t: int, tokens: np.ndarray | None, spec: StreamSpec, end_frames: int | None
-    ) -> int:
-        """Patches plannable now: the video frame of their last latent frame has its token (no
-        look-ahead) and they end within the video so far; after the end, every patch of the stream."""
-        received = 0 if tokens is None else len(tokens)
+    def _ready_patches(self, t: int, received: int, spec: StreamSpec, end_frames: int | None) -> int:
+        """Patches plannable now, given the frames with tokens: the video frame of their last latent
+        frame has its token (no look-ahead) and they end within the video so far; after the end, every
+        patch of the stream."""
         total = self._total_samples(spec, end_frames)
         if spec.duration_s is not None or (end_frames is not None and received >= end_frames):
             assert total is not None
@@ -455,14 +493,16 @@ class SpatialLMStage(Stage):
             t += 1
         return t
 
-    def _patch_tokens(self, tokens: np.ndarray | None, first: int, end: int) -> np.ndarray:
+    def _patch_tokens(self, tokens: _Tokens, first: int, end: int) -> np.ndarray:
         """Video tokens of patches first .. end-1, (n, P, Dv), by the causal nearest rule."""
-        if tokens is None:
-            raise InputError("spatial_lm: a video stream has no video tokens yet")
+        rows = tokens.rows(self._token_frames(first, end))
+        return rows.reshape(end - first, self.config.patch_frames, -1)
+
+    def _token_frames(self, first: int, end: int) -> np.ndarray:
+        """The video frame of each latent frame of patches first .. end-1, unclipped."""
         P = self.config.patch_frames
         frame_rate = SAMPLE_RATE / self.config.vae.hop_length
-        aligned = align_nearest(torch.from_numpy(tokens)[None], end * P, VIDEO_FPS, frame_rate)[0]
-        return aligned[first * P :].reshape(end - first, P, -1).numpy()
+        return nearest_steps(end * P, VIDEO_FPS, frame_rate)[first * P :].numpy()
 
 
 class LocDiTStage(Stage):
