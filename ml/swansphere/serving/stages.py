@@ -286,7 +286,7 @@ class _LMJob:
     stream: str
     spec: StreamSpec
     t: int
-    tokens: "_Tokens"
+    tokens: _Tokens
     recent: np.ndarray | None
     """The clean latents before patch t (`_recent_latents`), z_{t-1} last; None at t = 0."""
     total: int | None
