@@ -356,7 +356,7 @@ class SpatialLMStage(Stage):
         tokens = self._tokens(stream, chunk, frame)
         t = int(next_patch or 0)
         job = _LMJob(stream, spec, t, tokens, None, self._total_samples(spec, end), ready=False)
-        if t < self._ready_patches(t, tokens.received, spec, end):
+        if t < self._ready_patches(t, tokens.received, job.total, end):
             job.recent = self._recent_latents(stream, t)  # z_{t-1} last
             job.ready = t == 0 or job.recent is not None
         return job
@@ -477,13 +477,11 @@ class SpatialLMStage(Stage):
             return round(spec.duration_s * SAMPLE_RATE)
         return None if end_frames is None else round(end_frames / VIDEO_FPS * SAMPLE_RATE)
 
-    def _ready_patches(self, t: int, received: int, spec: StreamSpec, end_frames: int | None) -> int:
-        """Patches plannable now, given the frames with tokens: the video frame of their last latent
-        frame has its token (no look-ahead) and they end within the video so far; after the end, every
-        patch of the stream."""
-        total = self._total_samples(spec, end_frames)
-        if spec.duration_s is not None or (end_frames is not None and received >= end_frames):
-            assert total is not None
+    def _ready_patches(self, t: int, received: int, total: int | None, end_frames: int | None) -> int:
+        """Patches plannable now, given the frames with tokens and the stream's length in samples once
+        known: the video frame of their last latent frame has its token (no look-ahead) and they end
+        within the video so far; every patch of a text-only stream, and of a video after its end."""
+        if total is not None and (end_frames is None or received >= end_frames):
             return math.ceil(total / self.config.patch_samples)
         P, hop = self.config.patch_frames, self.config.vae.hop_length
         while (
