@@ -137,7 +137,6 @@ class LMStates:
         for i in live:
             self._rows.move_to_end(steps[i].stream_id)
             self._positions[steps[i].stream_id] = steps[i].first_patch + steps[i].patches
-        for i in live:
             results[i] = h[[row for row, owner in enumerate(owners) if owner == i]]
         return results
 

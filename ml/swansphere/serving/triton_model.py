@@ -207,10 +207,10 @@ def _optional(request: object, name: str) -> np.ndarray | None:
 
 
 def _array(request: object, name: str) -> np.ndarray:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
+    array = _optional(request, name)
+    if array is None:
         raise InputError(f"missing input {name}")
-    return tensor.as_numpy()
+    return array
 
 
 def _error(err: InputError) -> object:
