@@ -30,8 +30,12 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+SLOW_CALL_STARTED = threading.Event()
+
+
 class Encoder(stages_pb2_grpc.VideoEncoderServicer):
-    """Behaves by stream_id: "slow" takes 0.6 s, "crash" raises, no frames is bad input."""
+    """Behaves by stream_id: "slow" takes 0.6 s (SLOW_CALL_STARTED says it began), "crash" raises,
+    no frames is bad input."""
 
     def Encode(self, request, context):
         if request.stream_id == "crash":
@@ -39,6 +43,7 @@ class Encoder(stages_pb2_grpc.VideoEncoderServicer):
         if not request.HasField("frames"):
             raise InputError("EncodeRequest needs frames")
         if request.stream_id == "slow":
+            SLOW_CALL_STARTED.set()
             time.sleep(0.6)
         return stages_pb2.EncodeResponse(
             stream_id=request.stream_id, tokens=stages_pb2.Tensor(dtype="float32")
@@ -209,25 +214,41 @@ def test_sigterm_turns_health_not_serving_and_lets_in_flight_calls_finish(built,
     """serve_forever in the main thread (signals are delivered there); a helper thread plays the client
     and Kubernetes: watch health, start a slow call, send SIGTERM."""
     built.health.set_serving(True)
+    SLOW_CALL_STARTED.clear()
     original = signal.getsignal(signal.SIGTERM)
-    watched, outcome = [], {}
+    watched, outcome, sent = [], {}, []
+
+    def terminate() -> None:
+        """SIGTERM once serve_forever handles it, and only once: a second one after it restored the
+        original handler would end pytest."""
+        if sent:
+            return
+        while signal.getsignal(signal.SIGTERM) is original:
+            time.sleep(0.01)
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def client() -> None:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=ENCODER))
-        watched.append(next(watch).status)
-        with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(
-                stages_pb2_grpc.VideoEncoderStub(channel).Encode,
-                stages_pb2.EncodeRequest(stream_id="slow", frames=frames()),
-                timeout=10,
+        try:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=ENCODER), timeout=30
             )
-            while signal.getsignal(signal.SIGTERM) is original:
-                time.sleep(0.01)
-            time.sleep(0.2)  # the slow call is in flight
-            os.kill(os.getpid(), signal.SIGTERM)
             watched.append(next(watch).status)
-            watch.cancel()
-            outcome["slow"] = slow.result().stream_id
+            with ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(
+                    stages_pb2_grpc.VideoEncoderStub(channel).Encode,
+                    stages_pb2.EncodeRequest(stream_id="slow", frames=frames()),
+                    timeout=10,
+                )
+                assert SLOW_CALL_STARTED.wait(10), "the slow call never reached the servicer"
+                terminate()
+                watched.append(next(watch).status)
+                watch.cancel()
+                outcome["slow"] = slow.result().stream_id
+        except Exception as err:  # the assertions below report it once serve_forever has returned
+            outcome["error"] = repr(err)
+        finally:
+            terminate()
 
     helper = threading.Thread(target=client)
     helper.start()

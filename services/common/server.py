@@ -32,6 +32,8 @@ EXTRA_WORKERS = 8
 """Threads beyond max_streams, so health probes, admin and unary calls never wait behind streams."""
 CLIENT_CODES = (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED)
 """Codes the client caused: logged at INFO, not as errors."""
+SIGNAL_POLL_S = 0.5
+"""How often serve_forever's main thread wakes to run a pending signal handler."""
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 AddServicer = Callable[[Any, grpc.Server], None]
@@ -133,7 +135,10 @@ def serve_forever(server: grpc.Server, health: Health, grace_s: float) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        stop.wait()
+        # Python runs a signal's handler in the main thread between bytecodes; a wait that times out
+        # keeps that thread coming back even if the kernel delivered the signal to another thread.
+        while not stop.wait(SIGNAL_POLL_S):
+            pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
