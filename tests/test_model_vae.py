@@ -131,6 +131,25 @@ def test_streaming_decode_equals_offline_decode(tiny_vae, patch):
         stream.push(z[:1, :, :patch])
 
 
+@torch.no_grad()
+def test_the_folded_decoder_decodes_the_same_audio_and_leaves_the_model_trainable():
+    torch.manual_seed(1)
+    vae = FOAVAE(VAEConfig.tiny())
+    for name, param in vae.decoder.named_parameters():  # g away from ‖v‖: folding is not a no-op
+        if name.endswith("original0"):
+            param.mul_(1.5)
+    folded = vae.folded_decoder()
+    assert not any(name.endswith(("original0", "original1")) for name, _ in folded.named_parameters())
+    assert not any(param.requires_grad for param in folded.parameters())
+    z = torch.randn(2, 16, 9, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(folded(z), vae.decode(z))
+    (audio, state), (reference, reference_state) = folded.stream(z, None), vae.decode_stream(z, None)
+    assert torch.equal(audio, reference)
+    assert all(torch.equal(a, b) for a, b in zip(state, reference_state, strict=True))
+    assert any(name.endswith("original1") for name, _ in vae.decoder.named_parameters())
+    assert all(param.requires_grad for param in vae.decoder.parameters())
+
+
 def test_mr_stft_loss_weights_each_channel_one_quarter():
     target = torch.randn(2, 4, 4096, generator=torch.Generator().manual_seed(0))
     assert float(multi_resolution_stft_loss(target, target)) == pytest.approx(0.0, abs=1e-6)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from swansphere.conventions import W, Y
@@ -356,6 +357,20 @@ class FOAVAE(nn.Module):
         if z.ndim != 3 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"z must be (B, {self.config.latent_dim}, L), got {tuple(z.shape)}")
         return self.decoder(z)
+
+    def folded_decoder(self) -> Decoder:
+        """A copy of the decoder for inference, each weight-normed convolution's weight g·v/‖v‖ computed
+        once and stored plainly: the same audio, without recomputing every weight at every call (a
+        tenth of the tiny decoder's time per patch). A copy, so this model stays trainable; it does
+        not follow later changes to the model's weights."""
+        reference = next(self.decoder.parameters())
+        with torch.device(reference.device):
+            decoder = Decoder(self.config).to(reference.dtype)
+        decoder.load_state_dict(self.decoder.state_dict())
+        for module in decoder.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return decoder.eval().requires_grad_(False)
 
     def decode_stream(self, z: torch.Tensor, state: DecoderState | None) -> tuple[torch.Tensor, DecoderState]:
         """Audio (B, A, L · hop) of the next frames z (B, d, L) of a stream, and the state after them

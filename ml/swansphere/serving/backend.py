@@ -314,6 +314,9 @@ class TorchBackend:
         self.autocast = autocast
         self._capacities = (lm_capacity, decoder_capacity)
         self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
+        self.decoder = model.vae.folded_decoder()
+        """The VAE decoder with its weight norm folded in, taken once here (later weight changes to
+        `model` do not reach it)."""
         self.reset()
 
     def reset(self) -> None:
@@ -381,7 +384,7 @@ class TorchBackend:
                 continue
             batch_state = None if past is None else [torch.cat(parts) for parts in zip(*past, strict=True)]
             frames = z[rows] if past is None else z[rows, :, L - P :]
-            decoded, after = self.model.vae.decode_stream(frames, batch_state)  # (b, 4, frames·hop)
+            decoded, after = self.decoder.stream(frames, batch_state)  # (b, 4, frames·hop)
             audio[rows] = decoded[..., -keep:].float()
             context = self.model.vae.decoder_context_frames
             for j, i in enumerate(rows):
