@@ -101,6 +101,20 @@ def test_least_recently_used_streams_are_evicted_and_their_rows_reused(model, si
         backend.spatial_lm([step_of(f"n{i}", inputs[0], 0) for i in range(3)])
 
 
+def test_reset_forgets_every_stream_and_keeps_the_cache(model, sizes):
+    """What keeps the LM's CUDA graphs valid across `reset` (they address the cache's tensors)."""
+    inputs = streams(sizes)
+    backend = TorchBackend(model)
+    backend.spatial_lm([step_of(f"s{i}", inputs[i], 0) for i in range(3)])
+    cache = backend.lm_states._cache
+    backend.reset()
+    assert isinstance(backend.spatial_lm([step_of("s0", inputs[0], 1)])[0], LMStateLostError)
+    results = backend.spatial_lm([step_of("s2", inputs[2], 0, n=3), step_of("s0", inputs[0], 0, n=3)])
+    assert backend.lm_states._cache is cache
+    assert np.max(np.abs(results[0] - alone(model, inputs[2], 3))) <= TOLERANCE
+    assert np.max(np.abs(results[1] - alone(model, inputs[0], 3))) <= TOLERANCE
+
+
 def test_bad_input_fails_the_call_before_any_stream_moves(model, sizes):
     P, D, Dv = sizes
     inputs = streams(sizes)

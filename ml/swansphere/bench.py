@@ -17,8 +17,8 @@ Everything is measured in one run, on one machine, with one random-init model of
   LocDiT and the decoder batch across streams; p50/p99 time to first chunk and the aggregate
   real-time factor.
 Each measured run starts from a backend with no stream state (`TorchBackend.reset`), which keeps
-what the untimed warm-up runs on a short clip captured (LocDiT's CUDA graphs), as a started server
-does.
+what the untimed warm-up runs on a short clip captured (the CUDA graphs of LocDiT and of the LM
+step), as a started server does.
 """
 
 import datetime

@@ -437,3 +437,91 @@ class SpatialLM(nn.Module):
         memory = torch.cat([null, text], dim=1)
         mask = torch.cat([~present[:, None], text_mask & present[:, None]], dim=1)
         return memory, mask
+
+
+class GraphedStep:
+    """`SpatialLM.step` on a GPU, replayed as CUDA graphs: one launch per patch instead of the several
+    hundred kernels of a step (22 layers of self-attention, text cross-attention and MLP in the paper
+    preset), which at a few streams take longer to launch than to run. Optionally under autocast
+    (bf16), with the autocast weight cache off as graph capture requires.
+
+    One graph per batch rounded up to a power of two. Padding rows repeat the batch's first row: they
+    compute what it computes and write the same keys, values and position into its cache row, so
+    the padding changes nothing and its outputs are dropped. A graph reads and writes the cache's
+    tensors where they were at capture; the cache keeps them while it only has rows overwritten
+    (`KVCache.write`, a step), and replaces them when it grows (`KVCache.cat`) or pads its text slots
+    (`pad_text`), and then every graph is captured again on first use.
+    """
+
+    def __init__(self, model: SpatialLM, autocast: torch.dtype | None = None):
+        self.model = model
+        self.autocast = autocast
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict[str, Tensor], Tensor]] = {}
+        self._cache_tensors: list[Tensor] = []
+        """The cache tensors the graphs address, compared by identity."""
+        self._pool: tuple | None = None
+
+    def __call__(
+        self, video_t: Tensor, history_t: Tensor, cache: KVCache, video_present: Tensor, rows: Tensor
+    ) -> Tensor:
+        """`step` with every argument given (zero video where `video_present` is False); returns h_t
+        (B, d_model) float32, valid until the next call."""
+        tensors = _cache_tensors(cache)
+        if len(tensors) != len(self._cache_tensors) or any(
+            a is not b for a, b in zip(tensors, self._cache_tensors, strict=False)
+        ):
+            self._graphs.clear()
+            self._cache_tensors = tensors
+        batch = len(rows)
+        size = 1 << (batch - 1).bit_length()
+        given = {"video": video_t, "history": history_t, "present": video_present, "rows": rows}
+        captured = self._graphs.get(size)
+        if captured is None:
+            inputs = {name: value.new_zeros(size, *value.shape[1:]) for name, value in given.items()}
+            _fill(inputs, given)
+            captured = self._graphs[size] = self._capture(cache, inputs)
+        else:
+            _fill(captured[1], given)
+        graph, _, output = captured
+        graph.replay()
+        return output[:batch]
+
+    def _capture(
+        self, cache: KVCache, inputs: dict[str, Tensor]
+    ) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor], Tensor]:
+        @torch.no_grad()
+        def run() -> Tensor:
+            dtype, enabled = self.autocast or torch.bfloat16, self.autocast is not None
+            with torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False):
+                h = self.model.step(
+                    inputs["video"], inputs["history"], cache, inputs["present"], inputs["rows"]
+                )
+            return h.float()
+
+        positions = cache.positions.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run()  # libraries and the allocator set up outside the capture
+        torch.cuda.current_stream().wait_stream(side)
+        # The warm-up stepped the rows (the keys and values it wrote, the replay writes again).
+        cache.positions.copy_(positions)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = run()
+        return graph, inputs, output
+
+
+def _cache_tensors(cache: KVCache) -> list[Tensor]:
+    pairs = cache.self_kv + cache.text_kv
+    return [tensor for pair in pairs for tensor in pair] + [cache.text_mask, cache.positions]
+
+
+def _fill(inputs: dict[str, Tensor], given: dict[str, Tensor]) -> None:
+    """Static inputs (size, ...) <- the given batch (B, ...), rows B.. repeating row 0."""
+    for name, value in given.items():
+        static = inputs[name]
+        static[: len(value)].copy_(value)
+        static[len(value) :].copy_(value[:1].expand_as(static[len(value) :]))

@@ -18,7 +18,7 @@ import torch
 
 from swansphere.errors import InputError
 from swansphere.models.sampler import GraphedSampler, Guidance, batch_patch_noise, sample_patch
-from swansphere.models.spatial_lm import KVCache
+from swansphere.models.spatial_lm import GraphedStep, KVCache
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 from swansphere.models.vae import DecoderState
 from swansphere.video import pixels_to_float
@@ -97,16 +97,24 @@ class LMStates:
     caches itself; an evicted or unknown stream gets LMStateLostError and is replayed by the caller.
     All streams live in one cache so that a call steps every stream it names in one batched LM step
     per patch, whatever patch each is at (`SpatialLM.step` with `rows`). The cache grows by doubling
-    up to `capacity` rows; an ended or evicted stream's row goes to the next new stream.
+    up to `capacity` rows; an ended or evicted stream's row goes to the next new stream. `graphed`
+    replays the step as CUDA graphs (`spatial_lm.GraphedStep`) instead of running it eagerly.
     """
 
-    def __init__(self, model: SwanSphere, capacity: int = 256, autocast: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: SwanSphere,
+        capacity: int = 256,
+        autocast: torch.dtype | None = None,
+        graphed: GraphedStep | None = None,
+    ):
         if capacity < 1:
             raise ValueError(f"LMStates: capacity must be >= 1, got {capacity}")
         self.model = model
         self.capacity = capacity
         self.autocast = autocast
         """Lower precision for the LM's matrix products (bf16 on a GPU), None = the model's dtype."""
+        self.graphed = graphed
         self._rows: OrderedDict[str, int] = OrderedDict()
         """Stream -> its row of the cache, least recently used first."""
         self._positions: dict[str, int] = {}
@@ -139,6 +147,13 @@ class LMStates:
             self._positions[steps[i].stream_id] = steps[i].first_patch + steps[i].patches
             results[i] = h[[row for row, owner in enumerate(owners) if owner == i]]
         return results
+
+    def clear(self) -> None:
+        """Forget every stream but keep the cache, so the CUDA graphs that address it stay valid: a
+        started server's state before its first stream (a new stream's row is overwritten whole)."""
+        self._free = sorted([*self._free, *self._rows.values()])
+        self._rows.clear()
+        self._positions.clear()
 
     def drop(self, stream_id: str) -> None:
         row = self._rows.pop(stream_id, None)
@@ -239,6 +254,16 @@ class LMStates:
             if step.video is not None:
                 tokens[j] = step.video[k]
         rows = [self._rows[step.stream_id] for step in steps]
+        if self.graphed is not None:
+            present = torch.tensor(has_video, device=device)
+            h = self.graphed(
+                torch.from_numpy(tokens).to(device),
+                history,
+                self._cache,
+                present,
+                torch.tensor(rows, device=device),
+            )
+            return h.clone()  # the graph's output is overwritten by the next patch's replay
         # Every row in order (one stream, or all the streams at once) reads the cache without a copy.
         index = None if rows == list(range(self._cache.rows)) else torch.tensor(rows, device=device)
         with _autocast(device, self.autocast):
@@ -294,8 +319,8 @@ class TorchBackend:
 
     `autocast` (e.g. torch.bfloat16 on a GPU) runs the video encoder, the LM and LocDiT in that
     precision (the VAE decoder stays in the model's); `cuda_graphs` replays LocDiT's 20-step loop as
-    one CUDA graph per batch size (`sampler.GraphedSampler`). Both off by default: the reference
-    numbers every test compares against.
+    one CUDA graph per batch size (`sampler.GraphedSampler`) and the LM's step likewise
+    (`spatial_lm.GraphedStep`). Both off by default: the reference numbers every test compares against.
     """
 
     def __init__(
@@ -312,19 +337,20 @@ class TorchBackend:
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs needs the model on a CUDA device, it is on {self.device}")
         self.autocast = autocast
-        self._capacities = (lm_capacity, decoder_capacity)
+        self._decoder_capacity = decoder_capacity
         self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
+        graphed_lm = GraphedStep(self.model.lm, autocast) if cuda_graphs else None
+        self.lm_states = LMStates(self.model, lm_capacity, autocast, graphed_lm)
+        self.decoder_states = DecoderStates(decoder_capacity)
         self.decoder = model.vae.folded_decoder()
         """The VAE decoder with its weight norm folded in, taken once here (later weight changes to
         `model` do not reach it)."""
-        self.reset()
 
     def reset(self) -> None:
-        """Forget every stream (LM caches, decoder states) but keep the captured CUDA graphs: a started
-        server's state before its first stream, without paying the capture again."""
-        lm_capacity, decoder_capacity = self._capacities
-        self.lm_states = LMStates(self.model, lm_capacity, self.autocast)
-        self.decoder_states = DecoderStates(decoder_capacity)
+        """Forget every stream (LM rows, decoder states) but keep the LM's cache and the captured CUDA
+        graphs: a started server's state before its first stream, without paying the capture again."""
+        self.lm_states.clear()
+        self.decoder_states = DecoderStates(self._decoder_capacity)
 
     @torch.no_grad()
     def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
