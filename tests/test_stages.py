@@ -357,11 +357,69 @@ class CountingStore(MemoryStateStore):
         super().__init__()
         self.token_reads: list[int] = []
 
-    def items(self, stream_id, key, start=0):
-        found = super().items(stream_id, key, start)
+    def items_each(self, key, starts):
+        found = super().items_each(key, starts)
         if key == "tokens":
-            self.token_reads.append(len(found))
+            self.token_reads += [len(items) for items in found.values()]
         return found
+
+
+class RoundTripStore(MemoryStateStore):
+    """Counts round trips as `RedisStateStore` makes them: one per call from a stage that has
+    something to do (an empty batch makes none), two per lock (take and give back)."""
+
+    def __init__(self):
+        super().__init__()
+        self.round_trips = 0
+        self._inside = False  # the memory store's one-stream forms call its batch forms
+
+
+def _counted(name: str):
+    plain = getattr(MemoryStateStore, name)
+
+    def counted(self, *args, **kwargs):
+        batch = args[-1] if args else None
+        if not self._inside and batch != {} and batch != []:
+            self.round_trips += 2 if name.startswith("lock") else 1
+        inside, self._inside = self._inside, True
+        try:
+            return plain(self, *args, **kwargs)
+        finally:
+            self._inside = inside
+
+    return counted
+
+
+for _name in [
+    *("get", "get_many", "get_each", "set", "set_each", "set_once", "set_once_each"),
+    *("append", "append_each", "items", "items_each", "lock", "lock_each"),
+]:
+    setattr(RoundTripStore, _name, _counted(_name))
+
+
+@pytest.mark.parametrize("stage", [stages.VIDEO_ENCODER, stages.SPATIAL_LM])
+def test_a_stage_calls_round_trips_do_not_grow_with_its_streams(model, stage):
+    """On a busy server each round trip to the store waits to be scheduled: a call that handles 4
+    streams makes as many as a call that handles one."""
+    P, D = model.config.patch_frames, model.config.vae.latent_dim
+    round_trips = []
+    for n in (1, 4):
+        store = RoundTripStore()
+        handler = build_stages(TorchBackend(model), store)[stage]
+        names = [f"s{i}" for i in range(n)]
+        if stage == stages.SPATIAL_LM:  # text-only streams: patch 0 is planned at their start
+            specs = [StreamSpec(name, text="rain", settings=SETTINGS, duration_s=2.0) for name in names]
+            handler.handle([Envelope(spec.stream_id, "start", 0, {"spec": spec.to_json()}) for spec in specs])
+            z = np.zeros((D, P), np.float32)
+            call = [Envelope(name, "latents", 0, tensors={"z": z}) for name in names]
+        else:
+            frames = np.zeros((2, 64, 128, 3), np.uint8)
+            call = [Envelope(name, "frames", 0, tensors={"frames": frames}) for name in names]
+        store.round_trips = 0
+        assert len(handler.handle(call)) == n
+        round_trips.append(store.round_trips)
+    print(f"{stage}: {round_trips} round trips for 1 and 4 streams")
+    assert round_trips[0] == round_trips[1] <= 8
 
 
 def test_a_patch_reads_the_tokens_it_needs_not_the_whole_stream(model):

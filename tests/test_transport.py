@@ -301,6 +301,65 @@ def test_state_store_values_lists_and_delete(store, redis_url):
         store.items("s1", "frames", start=-1)
 
 
+def test_state_store_operations_on_several_streams_at_once(store, redis_url):
+    """The `*_each` forms: what each stream gets is what the one-stream form gives it."""
+    assert store.set_once_each([("a", "spec", b"1"), ("b", "spec", b"2"), ("a", "spec", b"3")]) == [
+        True,
+        True,
+        False,
+    ]
+    store.set_each({"a": {"next": b"4"}, "b": {"next": b"5", "x": b"6"}, "c": {}})
+    assert store.get_each({"a": ["spec", "next"], "b": ["x", "absent"], "c": []}) == {
+        "a": [b"1", b"4"],
+        "b": [b"6", None],
+        "c": [],
+    }
+    assert store.append_each("tokens", {"a": b"t0", "b": b"u0"}) == {"a": 1, "b": 1}
+    assert store.append_each("tokens", {"a": b"t1"}) == {"a": 2}
+    assert store.items_each("tokens", {"a": 1, "b": 0, "c": 0}) == {"a": [b"t1"], "b": [b"u0"], "c": []}
+    assert store.get("a", "spec") == b"1" and store.items("a", "tokens") == [b"t0", b"t1"]
+    raw = redis.Redis.from_url(redis_url)
+    assert all(0 < raw.ttl(key) <= 60 for key in raw.keys("ss:state:*"))
+    raw.close()
+    with pytest.raises(InputError, match="start"):
+        store.items_each("tokens", {"a": 0, "b": -1})
+
+
+def test_locking_several_streams_takes_all_or_none_and_never_deadlocks(redis_url):
+    """Two workers lock overlapping sets of streams in opposite orders, 20 times each, and do
+    read-modify-write on both under the locks; one that finds a stream taken holds none meanwhile."""
+    stores = [RedisStateStore(redis_url) for _ in range(2)]
+    counts = {"a": 0, "b": 0}
+
+    def work(store: RedisStateStore, streams: list[str]) -> None:
+        for _ in range(20):
+            with store.lock_each(streams, "spatial_lm"):
+                seen = dict(counts)
+                time.sleep(0.001)
+                for stream in streams:
+                    counts[stream] = seen[stream] + 1
+
+    threads = [
+        threading.Thread(target=work, args=(store, streams))
+        for store, streams in zip(stores, (["a", "b"], ["b", "a"]), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert counts == {"a": 40, "b": 40}
+
+    holder, waiter = RedisStateStore(redis_url), RedisStateStore(redis_url, lock_timeout_s=0.2)
+    busy = pytest.raises(TransportError, match=r"\['a', 'b'\] not taken within 0\.2 s")
+    with holder.lock("b", "spatial_lm"):
+        with busy, waiter.lock_each(["a", "b"], "spatial_lm"):
+            pass
+        with waiter.lock("a", "spatial_lm"):  # not left held by the failed attempt
+            pass
+    for store in [*stores, holder, waiter]:
+        store.close()
+
+
 def test_the_stream_lock_excludes_another_worker(redis_url):
     """Two workers (threads, each with its own connection) do read-modify-write under the lock."""
     stores = [RedisStateStore(redis_url) for _ in range(2)]

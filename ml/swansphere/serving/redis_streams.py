@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -291,72 +291,133 @@ class RedisStateStore:
     def _list(self, stream_id: str, key: str) -> str:
         return f"{self._base(stream_id)}:list:{key}"
 
-    def _write(self, stream_id: str, build: Callable[[Pipeline], object], *written: str) -> list:
-        """Runs `build`'s commands in one MULTI block that also refreshes the TTLs of the stream's
-        hash, its list index and the keys `written`; returns the replies of `build`'s commands first."""
-        base = self._base(stream_id)
+    def _write(self, streams: Iterable[str], build: Callable[[Pipeline], object], *written: str) -> list:
+        """Runs `build`'s commands in one MULTI block that also refreshes the TTLs of each stream's
+        hash and list index and of the keys `written`; returns the replies of `build`'s commands first."""
         pipe = self._redis.pipeline(transaction=True)
         build(pipe)
-        for key in (base, f"{base}:lists", *written):
+        for stream_id in dict.fromkeys(streams):
+            base = self._base(stream_id)
+            pipe.expire(base, self.ttl_s)
+            pipe.expire(f"{base}:lists", self.ttl_s)
+        for key in written:
             pipe.expire(key, self.ttl_s)
         with _reaching(self.url):
             return pipe.execute()
 
-    def get(self, stream_id: str, key: str) -> bytes | None:
+    def _read(self, build: Callable[[Pipeline], object]) -> list:
+        """The replies of `build`'s commands, sent in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        build(pipe)
         with _reaching(self.url):
-            return self._redis.hget(self._base(stream_id), key)
+            return pipe.execute()
+
+    def get(self, stream_id: str, key: str) -> bytes | None:
+        return self.get_many(stream_id, [key])[0]
 
     def get_many(self, stream_id: str, keys: list[str]) -> list[bytes | None]:
-        if not keys:
-            return []
-        with _reaching(self.url):
-            return self._redis.hmget(self._base(stream_id), keys)
+        return self.get_each({stream_id: keys})[stream_id]
+
+    def get_each(self, keys: Mapping[str, Sequence[str]]) -> dict[str, list[bytes | None]]:
+        asked = {stream: list(names) for stream, names in keys.items() if names}
+        bases = {stream: self._base(stream) for stream in keys}
+        replies = self._read(lambda pipe: [pipe.hmget(bases[s], names) for s, names in asked.items()])
+        got: dict[str, list[bytes | None]] = {stream: [] for stream in keys}
+        got.update(zip(asked, replies, strict=True))
+        return got
 
     def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
-        self._write(stream_id, lambda pipe: pipe.hset(self._base(stream_id), mapping=dict(values)))
+        self.set_each({stream_id: values})
+
+    def set_each(self, values: Mapping[str, Mapping[str, bytes]]) -> None:
+        values = {stream: dict(stream_values) for stream, stream_values in values.items() if stream_values}
+        bases = {stream: self._base(stream) for stream in values}
+        if values:
+            self._write(values, lambda pipe: [pipe.hset(bases[s], mapping=v) for s, v in values.items()])
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
-        return bool(self._write(stream_id, lambda pipe: pipe.hsetnx(self._base(stream_id), key, value))[0])
+        return self.set_once_each([(stream_id, key, value)])[0]
+
+    def set_once_each(self, items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        if not items:
+            return []
+        bases = {stream: self._base(stream) for stream, _, _ in items}
+        replies = self._write(bases, lambda pipe: [pipe.hsetnx(bases[s], k, v) for s, k, v in items])
+        return [bool(reply) for reply in replies[: len(items)]]
 
     def append(self, stream_id: str, key: str, value: bytes) -> int:
-        name = self._list(stream_id, key)
+        return self.append_each(key, {stream_id: value})[stream_id]
+
+    def append_each(self, key: str, values: Mapping[str, bytes]) -> dict[str, int]:
+        if not values:
+            return {}
+        names = {stream: self._list(stream, key) for stream in values}
 
         def build(pipe: Pipeline) -> None:
-            pipe.rpush(name, value)
-            pipe.sadd(f"{self._base(stream_id)}:lists", name)
+            for stream, value in values.items():
+                pipe.rpush(names[stream], value)
+                pipe.sadd(f"{self._base(stream)}:lists", names[stream])
 
-        return int(self._write(stream_id, build, name)[0])
+        replies = self._write(values, build, *names.values())
+        return {
+            stream: int(length) for stream, length in zip(values, replies[: 2 * len(values) : 2], strict=True)
+        }
 
     def items(self, stream_id: str, key: str, start: int = 0) -> list[bytes]:
-        if start < 0:
-            raise InputError(f"start must be >= 0, got {start}")
-        with _reaching(self.url):
-            return self._redis.lrange(self._list(stream_id, key), start, -1)
+        return self.items_each(key, {stream_id: start})[stream_id]
+
+    def items_each(self, key: str, starts: Mapping[str, int]) -> dict[str, list[bytes]]:
+        if any(start < 0 for start in starts.values()):
+            raise InputError(f"start must be >= 0, got {min(starts.values())}")
+        names = {stream: self._list(stream, key) for stream in starts}
+        replies = self._read(lambda pipe: [pipe.lrange(names[s], start, -1) for s, start in starts.items()])
+        return dict(zip(starts, replies, strict=True))
+
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+        return self.lock_each([stream_id], stage)
 
     @contextlib.contextmanager
-    def lock(self, stream_id: str, stage: str) -> Iterator[None]:
-        name, token = f"{self._base(stream_id)}:lock:{stage}", secrets.token_hex(16)
+    def lock_each(self, streams: Sequence[str], stage: str) -> Iterator[None]:
+        """All the streams' leases taken in one round trip, or none of them: a worker that finds one
+        taken gives back the others before it waits, so two workers never hold what the other waits
+        for."""
+        names = [f"{self._base(stream)}:lock:{stage}" for stream in dict.fromkeys(streams)]
+        token = secrets.token_hex(16)
         deadline, pause = time.monotonic() + self.lock_timeout_s, 0.002
-        with _reaching(self.url):
-            while not self._redis.set(name, token, nx=True, px=self.lock_lease_ms):
-                if time.monotonic() > deadline:
-                    raise TransportError(
-                        f"lock of stream {stream_id!r} not taken within {self.lock_timeout_s} s "
-                        "(another worker holds it)"
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+        while True:
+            taken = self._read(
+                lambda pipe: [pipe.set(name, token, nx=True, px=self.lock_lease_ms) for name in names]
+            )
+            held = [name for name, ok in zip(names, taken, strict=True) if ok]
+            if len(held) == len(names):
+                break
+            self._unlock(held, token)
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"lock of stream {streams[0] if len(names) == 1 else list(streams)!r} not taken within "
+                    f"{self.lock_timeout_s} s (another worker holds it)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
         try:
             yield
         finally:
-            with _reaching(self.url):
-                released = self._release(keys=[name], args=[token])
-            if not released:
+            released = self._unlock(names, token)
+            if released < len(names):
                 log.warning(
-                    "lock of stream %r outlived its %d ms lease; another worker may have entered",
-                    stream_id,
+                    "lock of %d of streams %r outlived its %d ms lease; another worker may have entered",
+                    len(names) - released,
+                    list(streams),
                     self.lock_lease_ms,
                 )
+
+    def _unlock(self, names: Sequence[str], token: str) -> int:
+        """Releases the leases `names` that still hold `token`; how many did."""
+        if not names:
+            return 0
+        return sum(
+            self._read(lambda pipe: [self._release(keys=[n], args=[token], client=pipe) for n in names])
+        )
 
     def delete(self, stream_id: str) -> None:
         """Drops the values and lists; a held lock is left to its lease."""

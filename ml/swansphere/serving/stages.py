@@ -14,7 +14,6 @@ each output once per success. Topics:
     out.{stream}   chunk t: FOA (4, n) float32, read by the gateway (or embedded driver)
 """
 
-import contextlib
 import json
 import math
 import time
@@ -170,20 +169,19 @@ class VideoEncoderStage(Stage):
         stream's burst (4 streams that each sent their clip at once: the last three streams' first
         tokens came 120 ms after the first's). Live streams (a frame or two per call) never wait.
         """
-        ends = []
+        ends, filed = [], []
         for message in messages:
             if message.kind == "end":
                 ends.append(message)
             elif message.kind == "frames":
-                self._file(message)
+                filed += self._frames(message)
             elif message.kind != "encode":
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
+        self.store.set_once_each(filed)
         streams = list(dict.fromkeys(m.stream_id for m in messages if m.kind != "end"))
         out: list[tuple[str, Envelope]] = []
-        with contextlib.ExitStack() as locked:
-            for stream in sorted(streams):  # one order for every worker: no deadlock
-                locked.enter_context(self.store.lock(stream, self.name))
-            work = [job for job in map(self._new_frames, streams) if job is not None]
+        with self.store.lock_each(streams, self.name):
+            work = self._new_frames(streams)
             backlog = []
             if any(job.done == 0 for job in work):
                 backlog = [job for job in work if job.count - job.done > FIRST_CALL_FRAMES]
@@ -191,42 +189,61 @@ class VideoEncoderStage(Stage):
             start = time.perf_counter()
             tokens = batched([job.window for job in work], self.backend.video_encoder, length_axis=0)
             self.seconds[self.name] += time.perf_counter() - start
-            for job, window_tokens in zip(work, tokens, strict=True):
-                out += self._commit(job, window_tokens[job.done - job.first :])
+            out += self._commit(
+                work, [t[job.done - job.first :] for job, t in zip(work, tokens, strict=True)]
+            )
         out += [(VIDEO_ENCODER, Envelope(job.stream, "encode", job.done)) for job in backlog]
         return out + [(SPATIAL_LM, message) for message in ends]
 
-    def _file(self, message: Envelope) -> None:
+    def _frames(self, message: Envelope) -> list[tuple[str, str, bytes]]:
+        """What filing a frames message stores: (stream, key, value) of each of its frames."""
         pixels = model_pixels(message.tensors["frames"], self.config.svac.video.frame_size)  # (T, 3, h, w)
-        for i, frame in enumerate(pixels):
-            self.store.set_once(message.stream_id, f"frame@{message.index + i}", _pack(frame))
+        return [
+            (message.stream_id, f"frame@{message.index + i}", _pack(frame)) for i, frame in enumerate(pixels)
+        ]
 
-    def _new_frames(self, stream: str) -> _EncoderJob | None:
-        """The window that encodes the stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in
-        its first call and `MAX_CALL_FRAMES` in any later one (under the stream's lock)."""
-        done = int(self.store.get(stream, "frames") or 0)
-        first = max(0, done - self.context_frames)
-        limit = done + (FIRST_CALL_FRAMES if done == 0 else MAX_CALL_FRAMES)
+    def _new_frames(self, streams: list[str]) -> list[_EncoderJob]:
+        """The windows that encode each stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in
+        its first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks); none for a
+        stream without new frames. Two round trips for all the streams."""
+        counts = self.store.get_each({stream: ["frames"] for stream in streams})
+        done = {stream: int(counts[stream][0] or 0) for stream in streams}
+        first = {stream: max(0, done[stream] - self.context_frames) for stream in streams}
+        limit = {
+            stream: done[stream] + (FIRST_CALL_FRAMES if done[stream] == 0 else MAX_CALL_FRAMES)
+            for stream in streams
+        }
         # One frame past the limit tells whether more are waiting.
-        blobs = self.store.get_many(stream, [f"frame@{i}" for i in range(first, limit + 1)])
-        if any(blob is None for blob in blobs[: done - first]):
-            raise InputError(f"video_encoder: stream {stream} lost frames {first}..{done - 1} (expired)")
-        count = first + blobs.index(None) if None in blobs[: limit - first] else limit
-        if count == done:
-            return None
-        window = np.stack([_unpack(blob) for blob in blobs[: count - first] if blob is not None])
-        return _EncoderJob(stream, first, done, count, blobs[count - first] is not None, window)
+        stored = self.store.get_each(
+            {stream: [f"frame@{i}" for i in range(first[stream], limit[stream] + 1)] for stream in streams}
+        )
+        jobs = []
+        for stream in streams:
+            blobs, start, end = stored[stream], first[stream], limit[stream]
+            if any(blob is None for blob in blobs[: done[stream] - start]):
+                raise InputError(
+                    f"video_encoder: stream {stream} lost frames {start}..{done[stream] - 1} (expired)"
+                )
+            count = start + blobs.index(None) if None in blobs[: end - start] else end
+            if count > done[stream]:
+                window = np.stack([_unpack(blob) for blob in blobs[: count - start] if blob is not None])
+                more = blobs[count - start] is not None
+                jobs.append(_EncoderJob(stream, start, done[stream], count, more, window))
+        return jobs
 
-    def _commit(self, job: _EncoderJob, tokens: np.ndarray) -> list[tuple[str, Envelope]]:
-        """Moves the stream's state past the new frames (under its lock); what to publish."""
-        stream = job.stream
+    def _commit(self, jobs: list[_EncoderJob], tokens: list[np.ndarray]) -> list[tuple[str, Envelope]]:
+        """Moves each stream's state past its new frames (under the locks); what to publish."""
         # Kept for `replay` before the state moves on.
-        self.store.set(stream, {f"encoded@{job.done}": _pack(tokens)})
-        self.store.append(stream, "encoded", f"{job.done}:{job.count}".encode())
-        self.store.set(stream, {"frames": str(job.count).encode()})
-        out = [(SPATIAL_LM, Envelope(stream, "tokens", job.done, tensors={"tokens": tokens}))]
-        if job.more:
-            out.append((VIDEO_ENCODER, Envelope(stream, "encode", job.count)))
+        self.store.set_each(
+            {job.stream: {f"encoded@{job.done}": _pack(t)} for job, t in zip(jobs, tokens, strict=True)}
+        )
+        self.store.append_each("encoded", {job.stream: f"{job.done}:{job.count}".encode() for job in jobs})
+        self.store.set_each({job.stream: {"frames": str(job.count).encode()} for job in jobs})
+        out = []
+        for job, t in zip(jobs, tokens, strict=True):
+            out.append((SPATIAL_LM, Envelope(job.stream, "tokens", job.done, tensors={"tokens": t})))
+            if job.more:
+                out.append((VIDEO_ENCODER, Envelope(job.stream, "encode", job.count)))
         return out
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
@@ -310,29 +327,30 @@ class SpatialLMStage(Stage):
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """Files every message, then advances each of their streams by one patch, all of them in one
         LM call (a burst of one stream's token messages costs one planning pass, not one per message;
-        patches of several streams cost one batched LM step)."""
+        patches of several streams cost one batched LM step). The store's round trips are per call,
+        not per stream: filing, locking, each read, the write and unlocking, one each."""
+        filed = []
         for message in messages:
             stream = message.stream_id
             if message.kind == "start":
-                self.store.set_once(stream, "spec", message.meta["spec"].encode())
+                filed.append((stream, "spec", message.meta["spec"].encode()))
             elif message.kind == "tokens":
-                self.store.set_once(stream, f"tokens@{message.index}", _pack(message.tensors["tokens"]))
+                filed.append((stream, f"tokens@{message.index}", _pack(message.tensors["tokens"])))
             elif message.kind == "end":
-                self.store.set_once(stream, "end_frames", str(int(message.meta["frames"])).encode())
+                filed.append((stream, "end_frames", str(int(message.meta["frames"])).encode()))
             elif message.kind == "latents":
-                self.store.set_once(stream, f"z@{message.index}", _pack(message.tensors["z"]))
+                filed.append((stream, f"z@{message.index}", _pack(message.tensors["z"])))
             else:
                 raise InputError(f"spatial_lm: unknown message kind {message.kind!r}")
+        self.store.set_once_each(filed)
         streams = sorted(dict.fromkeys(message.stream_id for message in messages))
-        with contextlib.ExitStack() as locked:
-            for stream in streams:  # one order for every worker: no deadlock
-                locked.enter_context(self.store.lock(stream, self.name))
-            read = [job for job in map(self._next_patch, streams) if job is not None]
+        with self.store.lock_each(streams, self.name):
+            read = self._next_patches(streams)
             jobs = [job for job in read if job.ready]
             start = time.perf_counter()
             hs = self._plan(jobs)
             self.seconds[self.name] += time.perf_counter() - start
-            out = [(LOCDIT, self._commit(job, h)) for job, h in zip(jobs, hs, strict=True)]
+            out = [(LOCDIT, message) for message in self._commit(jobs, hs)]
             for job in read:
                 # Its last patch planned: the stream's LM state is freed.
                 if job.total is not None and job.t + job.ready == math.ceil(
@@ -341,25 +359,37 @@ class SpatialLMStage(Stage):
                     self.backend.end_stream(job.stream)
         return out
 
-    def _next_patch(self, stream: str) -> _LMJob | None:
-        """The stream's next patch, ready if it can be planned now (under the stream's lock); None
-        before its start. At most one: patch t + 1 waits for z_t, which LocDiT makes from this call's
-        h_t. Four state round trips (the stream's values, its tokens, the next token chunk, its recent
-        latents) when nothing new arrived on the token list, however many patches the stream has."""
+    def _next_patches(self, streams: list[str]) -> list[_LMJob]:
+        """Each started stream's next patch, ready if it can be planned now (under the streams'
+        locks). At most one a stream: patch t + 1 waits for z_t, which LocDiT makes from this call's
+        h_t. Four state round trips for all the streams (their values, their token lists, the next
+        token chunks, their recent latents) when nothing new arrived on a token list, however many
+        patches the streams have."""
         keys = ["spec", "next", "end_frames", "tokens_from"]
-        spec_json, next_patch, end_frames, tokens_from = self.store.get_many(stream, keys)
-        if spec_json is None:
-            return None
-        spec = StreamSpec.from_json(spec_json)
-        end = None if end_frames is None else int(end_frames)
-        chunk, frame = (int(part) for part in (tokens_from or b"0:0").decode().split(":"))
-        tokens = self._tokens(stream, chunk, frame)
-        t = int(next_patch or 0)
-        job = _LMJob(stream, spec, t, tokens, None, self._total_samples(spec, end), ready=False)
-        if t < self._ready_patches(t, tokens.received, job.total, end):
-            job.recent = self._recent_latents(stream, t)  # z_{t-1} last
-            job.ready = t == 0 or job.recent is not None
-        return job
+        values = self.store.get_each({stream: keys for stream in streams})
+        specs, starts = {}, {}
+        for stream, (spec_json, _, _, tokens_from) in values.items():
+            if spec_json is not None:  # None before the stream's start message
+                specs[stream] = StreamSpec.from_json(spec_json)
+                chunk, frame = (int(part) for part in (tokens_from or b"0:0").decode().split(":"))
+                starts[stream] = (chunk, frame)
+        tokens = self._tokens(starts)
+        jobs, ends = [], {}
+        for stream, spec in specs.items():
+            _, next_patch, end_frames, _ = values[stream]
+            ends[stream] = None if end_frames is None else int(end_frames)
+            total = self._total_samples(spec, ends[stream])
+            jobs.append(_LMJob(stream, spec, int(next_patch or 0), tokens[stream], None, total, ready=False))
+        plannable = [
+            job
+            for job in jobs
+            if job.t < self._ready_patches(job.t, job.tokens.received, job.total, ends[job.stream])
+        ]
+        recent = self._recent_latents({job.stream: job.t for job in plannable})
+        for job in plannable:
+            job.recent = recent[job.stream]  # z_{t-1} last
+            job.ready = job.t == 0 or job.recent is not None
+        return jobs
 
     def _plan(self, jobs: list[_LMJob]) -> list[np.ndarray]:
         """h_t of every job from the backend's LM states, in one call; the streams whose state is lost
@@ -377,28 +407,32 @@ class SpatialLMStage(Stage):
     def _lm_step(self, job: _LMJob, first: int) -> LMStep:
         """The LM's input for patches first .. job.t: the next patch alone, or the whole stream so far."""
         # A replay reads the stream's tokens from frame 0; the next patch reads from where it needs.
-        tokens = job.tokens if first == job.t else self._tokens(job.stream)
+        tokens = job.tokens if first == job.t else self._tokens({job.stream: (0, 0)})[job.stream]
         video = None if job.spec.duration_s is not None else self._patch_tokens(tokens, first, job.t + 1)
         if first == job.t:
             previous = None if job.recent is None else job.recent[-1:]
         else:
-            previous = self._latents(job.stream, first, job.t - first)
+            previous = self._latents({job.stream: (first, job.t - first)})[job.stream]
         empty = np.zeros((0, *self._latent_shape()), np.float32)
         return LMStep(job.stream, first, video, empty if previous is None else previous, job.spec.text)
 
-    def _commit(self, job: _LMJob, h: np.ndarray) -> Envelope:
-        """Moves the stream past patch t (under its lock); patch t's request to LocDiT."""
-        # The first token chunk patch t + 1 reads: where the nearest rule puts its first latent frame.
-        needed = int(self._token_frames(job.t + 1, job.t + 2)[0])
-        chunk, frame = job.tokens.start_of(min(needed, max(job.tokens.received - 1, 0)))
-        # h_t kept for `replay` in the same write that moves the state on
-        values = {
-            f"h@{job.t}": _pack(h),
-            "next": str(job.t + 1).encode(),
-            "tokens_from": f"{chunk}:{frame}".encode(),
-        }
-        self.store.set(job.stream, values)
-        return self._patch_message(job.stream, job.spec, job.t, h, job.total, job.recent)
+    def _commit(self, jobs: list[_LMJob], hs: list[np.ndarray]) -> list[Envelope]:
+        """Moves each stream past its patch t (under the locks), in one write; the patches' requests
+        to LocDiT."""
+        values, requests = {}, []
+        for job, h in zip(jobs, hs, strict=True):
+            # The first token chunk patch t + 1 reads: where the nearest rule puts its first latent frame.
+            needed = int(self._token_frames(job.t + 1, job.t + 2)[0])
+            chunk, frame = job.tokens.start_of(min(needed, max(job.tokens.received - 1, 0)))
+            # h_t kept for `replay` in the same write that moves the state on
+            values[job.stream] = {
+                f"h@{job.t}": _pack(h),
+                "next": str(job.t + 1).encode(),
+                "tokens_from": f"{chunk}:{frame}".encode(),
+            }
+            requests.append(self._patch_message(job.stream, job.spec, job.t, h, job.total, job.recent))
+        self.store.set_each(values)
+        return requests
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """The patch in flight of each redelivered message's stream: planned, its latents not back.
@@ -413,7 +447,7 @@ class SpatialLMStage(Stage):
                     continue
                 spec = StreamSpec.from_json(spec_json)
                 total = self._total_samples(spec, None if end is None else int(end))
-                recent = self._recent_latents(stream, t)
+                recent = self._recent_latents({stream: t})[stream]
                 out.append((LOCDIT, self._patch_message(stream, spec, t, _unpack(h), total, recent)))
         return out
 
@@ -446,30 +480,48 @@ class SpatialLMStage(Stage):
     def _latent_shape(self) -> tuple[int, int]:
         return self.config.vae.latent_dim, self.config.patch_frames
 
-    def _tokens(self, stream: str, chunk: int = 0, frame: int = 0) -> _Tokens:
-        """The stream's video tokens from list position `chunk` (starting at video frame `frame`) on.
-        Chunks join the list `tokens` once they are contiguous, so a patch reads them in one round
-        trip; the list is its own pointer (a retry after a crash between two appends recomputes where
-        it ended). Call under the stream's lock."""
-        tokens = _Tokens(chunk, frame, [_unpack(blob) for blob in self.store.items(stream, "tokens", chunk)])
-        while (blob := self.store.get(stream, f"tokens@{tokens.received}")) is not None:
-            self.store.append(stream, "tokens", blob)
-            tokens.chunks.append(_unpack(blob))
+    def _tokens(self, starts: dict[str, tuple[int, int]]) -> dict[str, _Tokens]:
+        """Each stream's video tokens from list position `chunk` (starting at video frame `frame`)
+        on: stream -> (chunk, frame). Chunks join the list `tokens` once they are contiguous, so a
+        patch reads them in one round trip; the list is its own pointer (a retry after a crash between
+        two appends recomputes where it ended). Call under the streams' locks."""
+        lists = self.store.items_each("tokens", {stream: chunk for stream, (chunk, _) in starts.items()})
+        tokens = {
+            stream: _Tokens(chunk, frame, [_unpack(blob) for blob in lists[stream]])
+            for stream, (chunk, frame) in starts.items()
+        }
+        waiting = list(tokens)
+        while waiting:
+            blobs = self.store.get_each({stream: [f"tokens@{tokens[stream].received}"] for stream in waiting})
+            found = {stream: blob for stream, (blob,) in blobs.items() if blob is not None}
+            if found:
+                self.store.append_each("tokens", found)
+            for stream, blob in found.items():
+                tokens[stream].chunks.append(_unpack(blob))
+            waiting = list(found)
         return tokens
 
-    def _recent_latents(self, stream: str, t: int) -> np.ndarray | None:
-        """The clean latents patch t's request carries (`recent_patches` before it); None at t = 0."""
-        first = max(0, t - self.recent_patches)
-        return self._latents(stream, first, t - first)
+    def _recent_latents(self, patches: dict[str, int]) -> dict[str, np.ndarray | None]:
+        """The clean latents each stream's patch t carries (`recent_patches` before it): stream -> t;
+        None at t = 0."""
+        firsts = {stream: max(0, t - self.recent_patches) for stream, t in patches.items()}
+        return self._latents({stream: (first, patches[stream] - first) for stream, first in firsts.items()})
 
-    def _latents(self, stream: str, first: int, n: int) -> np.ndarray | None:
-        """Latents of patches first .. first+n-1 (n, D, P); None if any is missing or n is 0."""
-        if first < 0 or n <= 0:
-            return None
-        blobs = self.store.get_many(stream, [f"z@{i}" for i in range(first, first + n)])
-        if any(blob is None for blob in blobs):
-            return None
-        return np.stack([_unpack(blob) for blob in blobs if blob is not None])
+    def _latents(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray | None]:
+        """Each stream's latents of patches first .. first+n-1 (n, D, P): stream -> (first, n); None
+        if any is missing or n is 0."""
+        keys = {
+            stream: [f"z@{i}" for i in range(max(first, 0), first + n)]
+            for stream, (first, n) in ranges.items()
+        }
+        blobs = self.store.get_each(keys)
+        out: dict[str, np.ndarray | None] = {}
+        for stream, (first, n) in ranges.items():
+            missing = first < 0 or n <= 0 or any(blob is None for blob in blobs[stream])
+            out[stream] = (
+                None if missing else np.stack([_unpack(blob) for blob in blobs[stream] if blob is not None])
+            )
+        return out
 
     def _total_samples(self, spec: StreamSpec, end_frames: int | None) -> int | None:
         """The stream's length in samples once known: its duration, or its video's after `end`."""

@@ -1,5 +1,8 @@
 """Per-stream state that stages keep outside themselves, so any worker can serve any patch and a
 restarted worker loses nothing (DESIGN §2): small values by key, and append-only lists of blobs.
+Each operation also comes for several streams at once (`*_each`), one round trip for all of them: a
+stage call handles several streams, and on a busy server every round trip costs a few ms of waiting
+to be scheduled, so they are counted per call, not per stream.
 
 `MemoryStateStore` backs embedded mode; `redis_streams.RedisStateStore` backs service mode.
 """
@@ -7,7 +10,7 @@ restarted worker loses nothing (DESIGN §2): small values by key, and append-onl
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 
@@ -18,26 +21,51 @@ class StateStore(Protocol):
         """`get` of each key, in one round trip."""
         ...
 
+    def get_each(self, keys: Mapping[str, Sequence[str]]) -> dict[str, list[bytes | None]]:
+        """`get_many` of each stream (stream -> its keys), in one round trip."""
+        ...
+
     def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
         """Set every key of `values`, in one round trip and all at once."""
+        ...
+
+    def set_each(self, values: Mapping[str, Mapping[str, bytes]]) -> None:
+        """`set` of each stream (stream -> its values), in one round trip and all at once."""
         ...
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         """Set `key` only if it is unset; True if this call set it (an emit-once guard)."""
         ...
 
+    def set_once_each(self, items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """`set_once` of each (stream, key, value), in order, in one round trip."""
+        ...
+
     def append(self, stream_id: str, key: str, value: bytes) -> int:
         """Append to the list `key`; returns its new length."""
+        ...
+
+    def append_each(self, key: str, values: Mapping[str, bytes]) -> dict[str, int]:
+        """`append` to each stream's list `key` (stream -> value), in one round trip."""
         ...
 
     def items(self, stream_id: str, key: str, start: int = 0) -> list[bytes]:
         """The list `key` from position `start` on."""
         ...
 
+    def items_each(self, key: str, starts: Mapping[str, int]) -> dict[str, list[bytes]]:
+        """`items` of each stream's list `key` (stream -> start), in one round trip."""
+        ...
+
     def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive per-stream section of one stage: one worker of the stage at a time advances a
         stream. Stages keep disjoint keys, so one stage's section does not wait for another's (the
         LM planning a stream's patch while the video encoder encodes its next frames)."""
+        ...
+
+    def lock_each(self, streams: Sequence[str], stage: str) -> contextlib.AbstractContextManager[None]:
+        """`lock` of every stream in `streams`, all of them held at once; no deadlock between
+        workers whose sets of streams overlap."""
         ...
 
     def delete(self, stream_id: str) -> None:
@@ -55,29 +83,53 @@ class MemoryStateStore:
         return self._values[stream_id].get(key)
 
     def get_many(self, stream_id: str, keys: list[str]) -> list[bytes | None]:
-        values = self._values[stream_id]
-        return [values.get(key) for key in keys]
+        return self.get_each({stream_id: keys})[stream_id]
+
+    def get_each(self, keys: Mapping[str, Sequence[str]]) -> dict[str, list[bytes | None]]:
+        return {stream: [self._values[stream].get(key) for key in names] for stream, names in keys.items()}
 
     def set(self, stream_id: str, values: Mapping[str, bytes]) -> None:
-        self._values[stream_id].update(values)
+        self.set_each({stream_id: values})
+
+    def set_each(self, values: Mapping[str, Mapping[str, bytes]]) -> None:
+        for stream, stream_values in values.items():
+            self._values[stream].update(stream_values)
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
-        if key in self._values[stream_id]:
-            return False
-        self._values[stream_id][key] = value
-        return True
+        return self.set_once_each([(stream_id, key, value)])[0]
+
+    def set_once_each(self, items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        done = []
+        for stream, key, value in items:
+            done.append(key not in self._values[stream])
+            self._values[stream].setdefault(key, value)
+        return done
 
     def append(self, stream_id: str, key: str, value: bytes) -> int:
-        items = self._lists[stream_id][key]
-        items.append(value)
-        return len(items)
+        return self.append_each(key, {stream_id: value})[stream_id]
+
+    def append_each(self, key: str, values: Mapping[str, bytes]) -> dict[str, int]:
+        lengths = {}
+        for stream, value in values.items():
+            items = self._lists[stream][key]
+            items.append(value)
+            lengths[stream] = len(items)
+        return lengths
 
     def items(self, stream_id: str, key: str, start: int = 0) -> list[bytes]:
-        return list(self._lists[stream_id][key][start:])
+        return self.items_each(key, {stream_id: start})[stream_id]
+
+    def items_each(self, key: str, starts: Mapping[str, int]) -> dict[str, list[bytes]]:
+        return {stream: list(self._lists[stream][key][start:]) for stream, start in starts.items()}
+
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+        return self.lock_each([stream_id], stage)
 
     @contextlib.contextmanager
-    def lock(self, stream_id: str, stage: str) -> Iterator[None]:
-        with self._locks[stream_id][stage]:
+    def lock_each(self, streams: Sequence[str], stage: str) -> Iterator[None]:
+        with contextlib.ExitStack() as locked:
+            for stream in sorted(set(streams)):  # one order for every thread: no deadlock
+                locked.enter_context(self._locks[stream][stage])
             yield
 
     def delete(self, stream_id: str) -> None:
