@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from swansphere.models.cuda_graphs import capture
 from swansphere.models.locdit import LocDiT, PatchVelocity
 
 
@@ -260,14 +261,7 @@ class GraphedSampler:
                 z = integrate_patch(self.model, inputs["h"], inputs["context"], inputs["noise"], plan)
             return z.float()
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            run()  # libraries and the allocator set up outside the capture
-        torch.cuda.current_stream().wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            output = run()
+        graph, output = capture(run, self._pool)
         return graph, inputs, output

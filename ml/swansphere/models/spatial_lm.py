@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swansphere.models.cuda_graphs import capture
+
 
 @dataclass(frozen=True)
 class SpatialLMConfig:
@@ -499,18 +501,10 @@ class GraphedStep:
             return h.float()
 
         positions = cache.positions.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            run()  # libraries and the allocator set up outside the capture
-        torch.cuda.current_stream().wait_stream(side)
-        # The warm-up stepped the rows (the keys and values it wrote, the replay writes again).
-        cache.positions.copy_(positions)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            output = run()
+        # The warm-up stepped the rows (the keys and values it wrote, the replay writes again).
+        graph, output = capture(run, self._pool, lambda: cache.positions.copy_(positions))
         return graph, inputs, output
 
 
