@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from swansphere import storage
 from swansphere.errors import InputError
 from swansphere.models.history import HistoryEncoder
-from swansphere.models.spatial_lm import GraphedStep, KVCache, SpatialLM, SpatialLMConfig
+from swansphere.models.spatial_lm import KVCache, SpatialLM, SpatialLMConfig
 from swansphere.models.text_encoder import ByteTokenizer, TextEncoder
 
 torch.set_num_threads(2)
@@ -181,25 +181,6 @@ def test_a_row_repeated_in_one_step_changes_nothing():
         torch.testing.assert_close(k_padded, k, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(v_padded, v, atol=1e-6, rtol=1e-6)
     assert padded.positions.tolist() == plain.positions.tolist() == [6, 0, 6]
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_graphed_steps_match_eager_steps_as_batches_change_and_the_cache_grows():
-    lm = make_lm(max_patches=4).cuda()
-    x = {name: value.cuda() for name, value in inputs(3, 6).items()}
-    eager, graphed_cache = (lm.new_cache(2, x["text"][:2], x["text_mask"][:2]) for _ in range(2))
-    graphed = GraphedStep(lm)
-    present = torch.tensor([True, False, True], device="cuda")
-    for t, rows in enumerate([[0], [0, 1], [1, 0], [0, 1, 2], [2], [1, 2, 0]]):
-        if t == 3:  # a third stream joins: the cache is replaced, the graphs are captured again
-            extra = [lm.new_cache(1, x["text"][2:], x["text_mask"][2:]) for _ in range(2)]
-            eager, graphed_cache = KVCache.cat([eager, extra[0]]), KVCache.cat([graphed_cache, extra[1]])
-        index = torch.tensor(rows, device="cuda")
-        video, history = x["video"][index, t], x["history"][index, t]
-        expected = lm.step(video, history, eager, present[index], index)
-        got = graphed(video, history, graphed_cache, present[index], index)
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert graphed_cache.positions.tolist() == eager.positions.tolist()
 
 
 def test_cache_rows_are_replaced_by_a_new_stream():
