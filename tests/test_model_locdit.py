@@ -147,6 +147,21 @@ def test_guided_batch_matches_separate_evaluations():
     )
 
 
+def test_an_autocast_copy_samples_what_autocast_does_bit_for_bit():
+    """`LocDiT.autocast_copy`: the GPU path's weights cast once instead of at every step, same latents."""
+    model = random_model()
+    _, _, h, context = inputs(3)
+    noise = batch_patch_noise([1, 2, 3], [0, 5, 9], (D, P))
+    copy = model.autocast_copy(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = sample_patch(model, h, context, noise, steps=4)
+        got = sample_patch(copy, h, context, noise, steps=4)
+    assert torch.equal(got, expected)
+    assert copy.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert copy.frame_in.bias.dtype == torch.float32
+    assert model.blocks[0].attn.qkv.weight.dtype == torch.float32, "the model itself stays as it was"
+
+
 def test_cosine_grid_endpoints_and_density():
     grid = cosine_time_grid(20)
     assert grid.shape == (21,) and grid.dtype == torch.float32

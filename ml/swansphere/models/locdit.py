@@ -24,6 +24,7 @@ mean "start of the stream: no preceding patch yet", a real condition that must s
 "context withheld".
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -245,6 +246,19 @@ class LocDiT(nn.Module):
             x = block(x, c)
         v = self.final(x[:, -self.config.patch_frames :], c)  # (B, P, D): noisy frames only
         return v.transpose(1, 2)  # (B, D, P)
+
+    def autocast_copy(self, dtype: torch.dtype) -> "LocDiT":
+        """A copy for inference under autocast to `dtype` whose linear layers hold their weights in
+        `dtype` already: what autocast would cast them to at every call, cast once. Inside a CUDA graph
+        autocast may not cache its casts, so each of a patch's 20 steps would read every fp32 weight and
+        write a bf16 copy of it before using it. Under autocast the copy computes what this model does,
+        bit for bit (biases stay as they are: `PatchVelocity` adds `frame_in`'s outside a linear). A
+        copy, so this model stays trainable; it does not follow later changes to its weights."""
+        inference = copy.deepcopy(self).eval().requires_grad_(False)
+        for module in inference.modules():
+            if isinstance(module, nn.Linear):
+                module.weight = nn.Parameter(module.weight.to(dtype), requires_grad=False)
+        return inference
 
     def guidance_dropout(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Independent per-example drop masks (drop_h, drop_context), each (B,) bool."""

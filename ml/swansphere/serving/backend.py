@@ -338,7 +338,9 @@ class TorchBackend:
             raise ValueError(f"cuda_graphs needs the model on a CUDA device, it is on {self.device}")
         self.autocast = autocast
         self._decoder_capacity = decoder_capacity
-        self.graphed_sampler = GraphedSampler(self.model.locdit, autocast) if cuda_graphs else None
+        self.locdit_model = model.locdit if autocast is None else model.locdit.autocast_copy(autocast)
+        """LocDiT with its weights in the autocast dtype once, not at each of the 20 steps of a patch."""
+        self.graphed_sampler = GraphedSampler(self.locdit_model, autocast) if cuda_graphs else None
         graphed_lm = GraphedStep(self.model.lm, autocast) if cuda_graphs else None
         self.lm_states = LMStates(self.model, lm_capacity, autocast, graphed_lm)
         self.decoder_states = DecoderStates(decoder_capacity)
@@ -387,7 +389,7 @@ class TorchBackend:
             z = self.graphed_sampler(h_t, context_t, noise, steps, guidance)
         else:
             with _autocast(self.device, self.autocast):
-                z = sample_patch(self.model.locdit, h_t, context_t, noise, steps, guidance)
+                z = sample_patch(self.locdit_model, h_t, context_t, noise, steps, guidance)
         return z.float().cpu().numpy()
 
     @torch.inference_mode()
