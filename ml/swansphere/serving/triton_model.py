@@ -38,9 +38,17 @@ import triton_python_backend_utils as pb_utils
 
 from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
-from swansphere.models.sampler import Guidance
+from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
 from swansphere.serving.backend import LMStateLostError, TorchBackend
-from swansphere.serving.stages import LOCDIT, MAX_STEPS, SPATIAL_LM, VAE_DECODER, VIDEO_ENCODER, batched
+from swansphere.serving.stages import (
+    LOCDIT,
+    MAX_STEPS,
+    SPATIAL_LM,
+    VAE_DECODER,
+    VIDEO_ENCODER,
+    GenerationSettings,
+    batched,
+)
 from swansphere.serving.triton_export import (
     LM_INPUTS,
     checkpoint_path,
@@ -71,19 +79,29 @@ class TritonPythonModel:
         verify_checkpoint(path, values["checkpoint_sha256"])
         gpu = args["model_instance_kind"] == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
-        if not gpu:
+        if gpu:
+            torch.cuda.set_device(device)  # CUDA graphs and their side streams go on the current device
+        else:
             # Every model instance is its own process: with torch's default (one thread per core) the
             # instances' OpenMP threads spin against each other, 10x slower than one thread each here.
             torch.set_num_threads(int(os.environ.get("SWANSPHERE_TORCH_THREADS", "1")))
-        self.backend = TorchBackend(load_checkpoint(path, device))
+        # A GPU instance takes the GPU path (issue 7): bf16 matrix products, LocDiT's loop and the LM
+        # step as CUDA graphs; the VAE decoder stays in float32.
+        self.backend = TorchBackend(
+            load_checkpoint(path, device), autocast=torch.bfloat16 if gpu else None, cuda_graphs=gpu
+        )
         self._warm_up(int(model_config.get("max_batch_size", 0)))
 
     def _warm_up(self, max_batch: int) -> None:
         """Runs the stage once at every batch size it may be sent, before the model reports ready.
         PyTorch's CPU kernels (oneDNN) prepare themselves per input shape: the first decode at a new
         batch size took twice as long as the next (4 rows: 67.7 against 35.6 ms), which the first
-        streams that happen to run together would pay on their first chunk."""
+        streams that happen to run together would pay on their first chunk. On a GPU it captures
+        LocDiT's CUDA graphs, one per batch size and solver setting, so at the default steps and
+        guidance; the LM step's graphs are captured by the first streams (and again when its cache
+        grows)."""
         config = self.backend.config
+        steps = GenerationSettings().steps if self.backend.graphed_sampler is not None else 1
         D, P = config.vae.latent_dim, config.patch_frames
         for rows in range(1, max_batch + 1):
             if self.stage == VIDEO_ENCODER:
@@ -91,7 +109,7 @@ class TritonPythonModel:
             elif self.stage == LOCDIT:
                 h = np.zeros((rows, config.lm.d_model), np.float32)
                 context = np.zeros((rows, D, config.locdit.context_frames), np.float32)
-                self.backend.locdit(h, context, [0] * rows, [0] * rows, 1, Guidance())
+                self.backend.locdit(h, context, [0] * rows, [0] * rows, steps, DEFAULT_GUIDANCE)
             elif self.stage == VAE_DECODER:
                 # A stream's first patch, then its next one, which continues from the first's state.
                 first = np.broadcast_to(np.arange(rows, dtype=np.float32)[:, None, None], (rows, D, P))
