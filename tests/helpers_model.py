@@ -1,8 +1,10 @@
-"""A tiny SwanSphere whose untrained outputs still depend on video, text and seed; one LM step."""
+"""A tiny SwanSphere whose untrained outputs still depend on video, text and seed; a tiny LocDiT with
+random weights; one LM step."""
 
 import numpy as np
 import torch
 
+from swansphere.models.locdit import LocDiT, LocDiTConfig
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 from swansphere.serving.backend import Backend, LMStateLostError, LMStep
 
@@ -15,6 +17,16 @@ def tiny_model(seed: int = 0) -> SwanSphere:
         for parameter in model.locdit.parameters():
             if not parameter.any():
                 parameter.normal_(std=0.05)
+    return model
+
+
+def random_locdit(seed: int = 0) -> LocDiT:
+    """adaLN-Zero makes a fresh LocDiT output exactly zero; random weights make every path visible."""
+    torch.manual_seed(seed)
+    model = LocDiT(LocDiTConfig.tiny())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
     return model
 
 

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from helpers_model import tiny_model
+from helpers_model import random_locdit, tiny_model
 
-from swansphere.models.locdit import LocDiT, LocDiTConfig
+from swansphere.models.locdit import LocDiT
 from swansphere.models.sampler import (
     DEFAULT_GUIDANCE,
     GraphedSampler,
@@ -38,16 +38,6 @@ def no_host_sync() -> Iterator[None]:
         yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
-
-
-def random_locdit(seed: int = 0) -> LocDiT:
-    """adaLN-Zero makes a fresh LocDiT output exactly zero; random weights make every path visible."""
-    torch.manual_seed(seed)
-    model = LocDiT(LocDiTConfig.tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model.cuda().eval()
 
 
 def locdit_inputs(model: LocDiT, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,7 +70,7 @@ def lm_inputs(batch: int, patches: int, seed: int = 1) -> dict[str, torch.Tensor
 
 
 def test_graphed_sampler_matches_sample_patch_as_the_batch_changes():
-    model = random_locdit()
+    model = random_locdit().cuda().eval()
     graphed = GraphedSampler(model)
     for call, batch in enumerate([1, 3, 2, 4, 1, 3]):
         h, context, noise = locdit_inputs(model, batch, seed=call)
@@ -111,7 +101,7 @@ def test_graphed_steps_match_eager_steps_as_batches_change_and_the_cache_grows()
 def test_a_patch_never_waits_on_the_host():
     """Issue 7's "no host synchronisation inside a patch": the LM step and LocDiT's whole loop, graphed
     (what `make bench-gpu` runs) and eager given a plan made beforehand, queue on the device alone."""
-    lm, model = random_lm(), random_locdit()
+    lm, model = random_lm(), random_locdit().cuda().eval()
     x = lm_inputs(2, 3)
     cache = lm.new_cache(2, x["text"], x["text_mask"])
     present, rows = torch.tensor([True, False], device="cuda"), torch.tensor([1, 0], device="cuda")

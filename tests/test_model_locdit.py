@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers_model import random_locdit
 
 from swansphere.models.locdit import LocDiT, LocDiTConfig, flow_matching_sample
 from swansphere.models.sampler import (
@@ -30,16 +31,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def random_model(seed: int = 0) -> LocDiT:
-    """adaLN-Zero makes a fresh LocDiT output exactly zero; random weights make every path visible."""
-    torch.manual_seed(seed)
-    model = LocDiT(CFG)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
-
-
 def inputs(B: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, D, P, generator=g)
@@ -56,7 +47,7 @@ def test_config_validation_and_shapes():
         LocDiTConfig(d_model=64, n_layers=2, n_heads=4, latent_dim=16, cond_dim=64, p_drop_h=1.0)
     with pytest.raises(ValueError, match="h_weight"):
         Guidance(h_weight=-1.0)
-    model = random_model()
+    model = random_locdit()
     x, t, h, context = inputs(3)
     assert CFG.seq_len == 1 + 8 + 4
     assert model(x, t, h, context).shape == (3, D, P)
@@ -65,7 +56,7 @@ def test_config_validation_and_shapes():
 
 
 def test_loss_is_mse_of_the_velocity_on_the_noisy_frames_only():
-    model = random_model()
+    model = random_locdit()
     x1, _, h, context = inputs(5)
     loss = model.loss(x1, h, context, torch.Generator().manual_seed(7))
     # Same draws again, in the documented order: the OT path point, then the dropout masks.
@@ -81,7 +72,7 @@ def test_loss_is_mse_of_the_velocity_on_the_noisy_frames_only():
 
 
 def test_attention_is_bidirectional_inside_the_patch_and_sees_the_context():
-    model = random_model()
+    model = random_locdit()
     x, t, h, context = inputs(1)
     base = model(x, t, h, context)
     late = x.clone()
@@ -94,7 +85,7 @@ def test_attention_is_bidirectional_inside_the_patch_and_sees_the_context():
 
 
 def test_dropout_masks_swap_in_the_null_embeddings():
-    model = random_model()
+    model = random_locdit()
     x, t, h, context = inputs(2)
     h2, context2 = torch.randn_like(h), torch.randn_like(context)
     yes, no = torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)
@@ -112,7 +103,7 @@ def test_dropout_masks_swap_in_the_null_embeddings():
 
 
 def test_guidance_one_one_is_the_conditional_velocity_and_the_formula_holds():
-    model = random_model()
+    model = random_locdit()
     x, t, h, context = inputs(3)
     assert torch.equal(guided_velocity(model, x, t, h, context, Guidance(1.0, 1.0)), model(x, t, h, context))
 
@@ -134,7 +125,7 @@ def test_guidance_one_one_is_the_conditional_velocity_and_the_formula_holds():
 
 
 def test_guided_batch_matches_separate_evaluations():
-    model = random_model()
+    model = random_locdit()
     x, t, h, context = inputs(2)
     w_h, w_c = 2.5, 1.5
     yes = torch.ones(2, dtype=torch.bool)
@@ -149,7 +140,7 @@ def test_guided_batch_matches_separate_evaluations():
 
 def test_an_autocast_copy_samples_what_autocast_does_bit_for_bit():
     """`LocDiT.autocast_copy`: the GPU path's weights cast once instead of at every step, same latents."""
-    model = random_model()
+    model = random_locdit()
     _, _, h, context = inputs(3)
     noise = batch_patch_noise([1, 2, 3], [0, 5, 9], (D, P))
     copy = model.autocast_copy(torch.bfloat16)

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers_model import random_locdit
 
 from swansphere import foa, storage
 from swansphere.errors import InputError
-from swansphere.models.locdit import LocDiT, LocDiTConfig, flow_matching_noise, flow_path
+from swansphere.models.locdit import flow_matching_noise, flow_path
 from swansphere.models.svac import SVAC, SVACConfig
 from swansphere.odpo import (
     LogMelFidelity,
@@ -270,16 +271,6 @@ def test_flow_dpo_gradient_lowers_the_winner_error_and_raises_the_loser_error():
     loss, _ = flow_dpo_loss(e_w, e_l, torch.tensor([0.7, 0.6]), torch.tensor([0.6, 0.6]), beta=10.0)
     loss.backward()
     assert (e_w.grad > 0).all() and (e_l.grad < 0).all()  # descent: e_w down, e_l up
-
-
-def random_locdit(seed: int = 0) -> LocDiT:
-    """adaLN-Zero makes a fresh LocDiT output exactly zero; random weights make every path visible."""
-    torch.manual_seed(seed)
-    model = LocDiT(LocDiTConfig.tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model
 
 
 def test_pair_errors_share_noise_and_dpo_steps_prefer_the_winner():
