@@ -148,7 +148,7 @@ def test_an_autocast_copy_samples_what_autocast_does_bit_for_bit():
         expected = sample_patch(model, h, context, noise, steps=4)
         got = sample_patch(copy, h, context, noise, steps=4)
     assert torch.equal(got, expected)
-    assert copy.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert copy.blocks[0].attn.qkv.weight.dtype == copy.blocks[0].attn.qkv.bias.dtype == torch.bfloat16
     assert copy.frame_in.bias.dtype == torch.float32
     assert model.blocks[0].attn.qkv.weight.dtype == torch.float32, "the model itself stays as it was"
 

@@ -248,16 +248,20 @@ class LocDiT(nn.Module):
         return v.transpose(1, 2)  # (B, D, P)
 
     def autocast_copy(self, dtype: torch.dtype) -> "LocDiT":
-        """A copy for inference under autocast to `dtype` whose linear layers hold their weights in
-        `dtype` already: what autocast would cast them to at every call, cast once. Inside a CUDA graph
-        autocast may not cache its casts, so each of a patch's 20 steps would read every fp32 weight and
-        write a bf16 copy of it before using it. Under autocast the copy computes what this model does,
-        bit for bit (biases stay as they are: `PatchVelocity` adds `frame_in`'s outside a linear). A
-        copy, so this model stays trainable; it does not follow later changes to its weights."""
+        """A copy for inference under autocast to `dtype` whose linear layers hold in `dtype` already
+        what autocast would cast them to at every call: every weight, and the biases of the layers each
+        solver step runs (blocks, final layer; `frame_in`'s bias stays, `PatchVelocity` adds it outside
+        a linear). Inside a CUDA graph autocast may not cache its casts, so each of a patch's 20 steps
+        would otherwise read every fp32 weight and write a bf16 copy of it first: one extra kernel per
+        weight and bias per step. Under autocast the copy computes what this model does, bit for bit.
+        A copy, so this model stays trainable; it does not follow later changes to its weights."""
         inference = copy.deepcopy(self).eval().requires_grad_(False)
+        every_step = {*inference.blocks.modules(), *inference.final.modules()}
         for module in inference.modules():
             if isinstance(module, nn.Linear):
                 module.weight = nn.Parameter(module.weight.to(dtype), requires_grad=False)
+                if module in every_step and module.bias is not None:
+                    module.bias = nn.Parameter(module.bias.to(dtype), requires_grad=False)
         return inference
 
     def guidance_dropout(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -357,11 +361,13 @@ class PatchVelocity:
         for block in model.blocks:
             shift1, scale1, gate1, shift2, scale2, gate2 = block.ada(c).chunk(6, dim=1)  # 6 x (S, C)
             rows = (shift1, 1 + scale1, gate1, shift2, 1 + scale2, gate2)
-            per_block.append(list(zip(*(row.unbind(0) for row in rows), strict=True)))
+            per_block.append(list(zip(*(row.float().unbind(0) for row in rows), strict=True)))
         self.block_modulation = [list(step) for step in zip(*per_block, strict=True)]
-        """Per step, per block: shift, 1 + scale and gate of both branches, each (C,)."""
+        """Per step, per block: shift, 1 + scale and gate of both branches, each (C,), float32: under
+        autocast they come out of `ada` in bf16, and `addcmul` (autocast's "promote" list) would cast
+        them to float32 again at every step."""
         shift, scale = model.final.ada(c).chunk(2, dim=1)
-        self.final_modulation = list(zip(shift.unbind(0), (1 + scale).unbind(0), strict=True))
+        self.final_modulation = list(zip(shift.float().unbind(0), (1 + scale).float().unbind(0), strict=True))
 
     def __call__(self, step: int, x_t: Tensor) -> Tensor:
         """v (B, D, P) for the noisy frames x_t (B, D, P) at times[step]."""
