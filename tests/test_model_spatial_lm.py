@@ -183,6 +183,27 @@ def test_a_row_repeated_in_one_step_changes_nothing():
     assert padded.positions.tolist() == plain.positions.tolist() == [6, 0, 6]
 
 
+def test_an_autocast_copy_steps_as_autocast_does_bit_for_bit():
+    """`SpatialLM.autocast_copy`: the GPU path's weights cast once instead of at every step."""
+    lm = make_lm(max_patches=4)
+    copy = lm.autocast_copy(torch.bfloat16)
+    x = inputs(3, 6)
+    caches = [model.new_cache(3, x["text"], x["text_mask"]) for model in (lm, copy)]
+    present = torch.tensor([True, False, True])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for t in range(6):
+            rows = torch.tensor([2, 0, 1] if t % 2 else [0, 2])
+            expected, got = (
+                model.step(x["video"][rows, t], x["history"][rows, t], cache, present[rows], rows)
+                for model, cache in zip((lm, copy), caches, strict=True)
+            )
+            assert torch.equal(got, expected)
+    for (k, v), (k_copy, v_copy) in zip(caches[0].self_kv, caches[1].self_kv, strict=True):
+        assert torch.equal(k_copy, k) and torch.equal(v_copy, v)
+    assert copy.blocks[0].mlp.net[0].weight.dtype == torch.bfloat16
+    assert copy.blocks[0].cross_attn.kv.weight.dtype == lm.video_proj.weight.dtype == torch.float32
+
+
 def test_cache_rows_are_replaced_by_a_new_stream():
     lm = make_lm()
     x = inputs(2, 3)

@@ -19,6 +19,7 @@ rows (streams) that are at different patches: the serving backend keeps all its 
 and steps any subset of them together, one batched matrix product per layer instead of one per stream.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -343,6 +344,21 @@ class SpatialLM(nn.Module):
         for block in self.blocks:
             x = block(x, rope, mask, block.cross_attn.memory(memory), memory_mask)
         return self.ln_f(x)
+
+    def autocast_copy(self, dtype: torch.dtype) -> "SpatialLM":
+        """A copy for `step` under autocast to `dtype` whose linear layers hold their weights and biases
+        in `dtype` already, as autocast would cast them at every step (inside a CUDA graph without its
+        cache: 0.8 B fp32 weights read and written again as bf16 for each patch of the paper preset).
+        The text memory's key/value projections stay: `new_cache` runs them once per stream, outside
+        autocast. Under autocast `step` computes what this model does, bit for bit. A copy, so this
+        model stays trainable; it does not follow later changes to its weights."""
+        inference = copy.deepcopy(self).eval().requires_grad_(False)
+        memory = {block.cross_attn.kv for block in inference.blocks}
+        for module in inference.modules():
+            if isinstance(module, nn.Linear) and module not in memory:
+                module.weight = nn.Parameter(module.weight.to(dtype), requires_grad=False)
+                module.bias = nn.Parameter(module.bias.to(dtype), requires_grad=False)
+        return inference
 
     def new_cache(
         self,

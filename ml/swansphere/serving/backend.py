@@ -97,7 +97,7 @@ class LMStates:
     caches itself; an evicted or unknown stream gets LMStateLostError and is replayed by the caller.
     All streams live in one cache so that a call steps every stream it names in one batched LM step
     per patch, whatever patch each is at (`SpatialLM.step` with `rows`). The cache grows by doubling
-    up to `capacity` rows; an ended or evicted stream's row goes to the next new stream. `graphed`
+    up to `capacity` rows; an ended or evicted stream's row goes to the next new stream. `cuda_graphs`
     replays the step as CUDA graphs (`spatial_lm.GraphedStep`) instead of running it eagerly.
     """
 
@@ -106,7 +106,7 @@ class LMStates:
         model: SwanSphere,
         capacity: int = 256,
         autocast: torch.dtype | None = None,
-        graphed: GraphedStep | None = None,
+        cuda_graphs: bool = False,
     ):
         if capacity < 1:
             raise ValueError(f"LMStates: capacity must be >= 1, got {capacity}")
@@ -114,14 +114,16 @@ class LMStates:
         self.capacity = capacity
         self.autocast = autocast
         """Lower precision for the LM's matrix products (bf16 on a GPU), None = the model's dtype."""
-        self.graphed = graphed
+        self.lm = model.lm if autocast is None else model.lm.autocast_copy(autocast)
+        """The LM that steps the streams: with autocast, a copy whose weights are cast once."""
+        self.graphed = GraphedStep(self.lm, autocast) if cuda_graphs else None
         self._rows: OrderedDict[str, int] = OrderedDict()
         """Stream -> its row of the cache, least recently used first."""
         self._positions: dict[str, int] = {}
         """Stream -> its next patch (the cache's `positions`, kept here too: reading them back from a
         GPU would wait for its queue)."""
         self._free: list[int] = []
-        self._cache = model.lm.new_cache(0)
+        self._cache = self.lm.new_cache(0)
 
     @torch.no_grad()
     def step(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
@@ -212,7 +214,7 @@ class LMStates:
         rows = self._allocate(len(steps), keep)
         device = self.model.latent_mean.device
         states, mask = self.model.text_encoder.encode([step.text for step in steps])
-        fresh = self.model.lm.new_cache(len(steps), states.to(device), mask.to(device))
+        fresh = self.lm.new_cache(len(steps), states.to(device), mask.to(device))
         slots = max(fresh.text_mask.shape[1], self._cache.text_mask.shape[1])
         for cache in (fresh, self._cache):  # the longest text yet sets the text slots of every row
             cache.pad_text(slots)
@@ -225,7 +227,7 @@ class LMStates:
         missing = n - len(self._free)
         grow = min(max(missing, self._cache.rows), self.capacity - self._cache.rows)
         if missing > 0 and grow > 0:
-            extra = self.model.lm.new_cache(grow)
+            extra = self.lm.new_cache(grow)
             extra.pad_text(self._cache.text_mask.shape[1])
             self._free += range(self._cache.rows, self._cache.rows + grow)
             self._cache = KVCache.cat([self._cache, extra])
@@ -267,7 +269,7 @@ class LMStates:
         # Every row in order (one stream, or all the streams at once) reads the cache without a copy.
         index = None if rows == list(range(self._cache.rows)) else torch.tensor(rows, device=device)
         with _autocast(device, self.autocast):
-            return model.lm.step(
+            return self.lm.step(
                 torch.from_numpy(tokens).to(device), history, self._cache, video_present, index
             )
 
@@ -341,8 +343,7 @@ class TorchBackend:
         self.locdit_model = model.locdit if autocast is None else model.locdit.autocast_copy(autocast)
         """LocDiT with its weights in the autocast dtype once, not at each of the 20 steps of a patch."""
         self.graphed_sampler = GraphedSampler(self.locdit_model, autocast) if cuda_graphs else None
-        graphed_lm = GraphedStep(self.model.lm, autocast) if cuda_graphs else None
-        self.lm_states = LMStates(self.model, lm_capacity, autocast, graphed_lm)
+        self.lm_states = LMStates(self.model, lm_capacity, autocast, cuda_graphs)
         self.decoder_states = DecoderStates(decoder_capacity)
         self.decoder = model.vae.folded_decoder()
         """The VAE decoder with its weight norm folded in, taken once here (later weight changes to
