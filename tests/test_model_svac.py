@@ -28,7 +28,13 @@ from swansphere.models.svac import (
     sample_negatives,
     similarity,
 )
-from swansphere.models.video_encoder import IMAGENET_MEAN, IMAGENET_STD, VideoEncoder, VideoEncoderConfig
+from swansphere.models.video_encoder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VideoEncoder,
+    VideoEncoderConfig,
+    VideoEncoderState,
+)
 
 HOP = 2048
 LATENT_FPS = SAMPLE_RATE / HOP
@@ -125,6 +131,35 @@ def test_video_encoding_of_a_prefix_equals_the_truncated_whole_clip() -> None:
         past = (svac.video_embeddings(changed)[:, :5] - whole[:, :5]).abs().max().item()
     print(f"prefix vs whole: max |diff| {worst:.2e}; past after changing the future: {past:.2e}")
     assert worst <= 1e-6 and past <= 1e-6
+
+
+def test_streaming_video_encoding_equals_the_whole_clip_and_batches_across_streams() -> None:
+    """`video_embeddings_stream`: chunk by chunk, each call encoding only its own frames with the keys
+    and values the earlier ones left, gives the tokens of the whole clip; two streams at different
+    points step together once their states hold as many steps."""
+    svac = make_svac()
+    frames = torch.rand(2, 12, 3, 64, 128)
+    with torch.no_grad():
+        whole = svac.video_embeddings(frames)
+        state, got, start = None, [], 0
+        for n in [1, 2, 1, 3, 4, 1]:
+            tokens, state = svac.video_embeddings_stream(frames[:, start : start + n], state)
+            got.append(tokens)
+            start += n
+        assert state.steps == svac.config.video.max_frames - 1
+        streamed = (torch.cat(got, dim=1) - whole).abs().max().item()
+        # Stream 0 at frame 5, stream 1 at frame 9: one batched call for frame 5 and frame 9.
+        states = [svac.video_embeddings_stream(frames[i : i + 1, :k], None)[1] for i, k in ((0, 5), (1, 9))]
+        both, after = svac.video_embeddings_stream(
+            torch.cat([frames[:1, 5:6], frames[1:, 9:10]]), VideoEncoderState.cat(states)
+        )
+        batched = max(
+            (both[0, 0] - whole[0, 5]).abs().max().item(), (both[1, 0] - whole[1, 9]).abs().max().item()
+        )
+        alone, _ = svac.video_embeddings_stream(frames[1:, 10:11], after.row(1))
+        row = (alone[0, 0] - whole[1, 10]).abs().max().item()
+    print(f"streamed vs whole: {streamed:.2e}; batched: {batched:.2e}; a row of a batch's state: {row:.2e}")
+    assert max(streamed, batched, row) <= 1e-5
 
 
 # --- align_nearest ---------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from swansphere.equirect import yaw_shift_columns
 from swansphere.foa import foa_rotation, rotation_matrix
 from swansphere.models.audio_encoder import AudioEncoder, AudioEncoderConfig
-from swansphere.models.video_encoder import MLP, VideoEncoder, VideoEncoderConfig
+from swansphere.models.video_encoder import MLP, VideoEncoder, VideoEncoderConfig, VideoEncoderState
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 1.0
 """Bounds of τ (CLIP caps its logit scale at 100)."""
@@ -261,6 +261,14 @@ class SVAC(nn.Module):
     def video_embeddings(self, frames: Tensor) -> Tensor:
         """Frames (B, T, 3, H, W) in [0, 1] -> (B, Tv, Dv), one per video step; block-causal in time."""
         return self.video_head(self.video_pool(self.video_encoder(frames)))
+
+    def video_embeddings_stream(
+        self, frames: Tensor, state: VideoEncoderState | None
+    ) -> tuple[Tensor, VideoEncoderState]:
+        """`video_embeddings` of a stream's next frames (B, T, 3, H, W), given the encoder state its
+        earlier frames left (None: its first frames): each call costs only its own frames."""
+        tokens, state = self.video_encoder.stream(frames, state)
+        return self.video_head(self.video_pool(tokens)), state
 
     def audio_embeddings(self, foa: Tensor) -> Tensor:
         """FOA (B, 4, N) -> (B, L, Dv), one per latent frame."""

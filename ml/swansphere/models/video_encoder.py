@@ -105,6 +105,32 @@ class VideoEncoderConfig:
         return cls(frame_size=(224, 448), dim=768, depth=12, heads=12, max_frames=8)
 
 
+@dataclass
+class VideoEncoderState:
+    """What `VideoEncoder.stream` keeps of a stream between calls: per block, the attention keys and
+    values (B, H, L, S, hd) of its last L <= max_frames - 1 steps."""
+
+    layers: list[tuple[Tensor, Tensor]]
+
+    @property
+    def steps(self) -> int:
+        return self.layers[0][0].shape[2]
+
+    @staticmethod
+    def cat(states: "list[VideoEncoderState]") -> "VideoEncoderState":
+        """Several streams' states (same number of steps) as one batch."""
+        return VideoEncoderState(
+            [
+                tuple(torch.cat(parts) for parts in zip(*layer, strict=True))
+                for layer in zip(*(s.layers for s in states), strict=True)
+            ]
+        )
+
+    def row(self, i: int) -> "VideoEncoderState":
+        """Stream i of a batch, in its own memory."""
+        return VideoEncoderState([(k[i : i + 1].clone(), v[i : i + 1].clone()) for k, v in self.layers])
+
+
 def sinusoid_table(positions: int, dim: int) -> Tensor:
     """(positions, dim) VideoMAE/Transformer sinusoids: sin on even dims, cos on odd, float64 then cast."""
     pos = torch.arange(positions, dtype=torch.float64)[:, None]
@@ -113,17 +139,19 @@ def sinusoid_table(positions: int, dim: int) -> Tensor:
     return torch.where(torch.arange(dim) % 2 == 0, angles.sin(), angles.cos()).float()
 
 
-def window_attention(q: Tensor, k: Tensor, v: Tensor, age_bias: Tensor) -> Tensor:
-    """Block-causal sliding-window attention; q, k, v (B, H, T, S, hd), age_bias (H, W) -> (B, H, T, S, hd).
+def window_attention(q: Tensor, k: Tensor, v: Tensor, age_bias: Tensor, past: int = 0) -> Tensor:
+    """Block-causal sliding-window attention; q (B, H, T, S, hd), k, v (B, H, past + T, S, hd), age_bias
+    (H, W) -> (B, H, T, S, hd). The first `past` steps of k, v (a stream's cached steps) are keys only.
 
     Step τ attends to all tokens of steps τ-W+1..τ: keys are gathered per step into (W·S) windows.
     """
-    B, H, T, S, hd = k.shape
+    B, H, T, S, hd = q.shape
     W = age_bias.shape[1]
-    k, v = (F.pad(t, (0, 0, 0, 0, W - 1, 0)).unfold(2, W, 1) for t in (k, v))  # (B, H, T, S, hd, W)
+    # (B, H, T, S, hd, W): the windows of q's steps
+    k, v = (F.pad(t, (0, 0, 0, 0, W - 1, 0)).unfold(2, W, 1)[:, :, past:] for t in (k, v))
     k, v = (t.permute(0, 1, 2, 5, 3, 4).reshape(B, H * T, W * S, hd) for t in (k, v))
     age = torch.arange(W - 1, -1, -1, device=q.device)  # (W,) steps back, per window slot
-    before_start = (torch.arange(T, device=q.device)[:, None] - age) < 0  # (T, W)
+    before_start = (past + torch.arange(T, device=q.device)[:, None] - age) < 0  # (T, W)
     bias = age_bias[:, None, age].masked_fill(before_start, float("-inf"))  # (H, T, W)
     mask = bias.repeat_interleave(S, dim=-1).view(1, H * T, 1, W * S).to(q.dtype)
     y = F.scaled_dot_product_attention(
@@ -144,12 +172,31 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, S, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, S, 3, self.heads, C // self.heads).permute(3, 0, 4, 1, 2, 5)
+        q, k, v = self._qkv(x)
         if self.age_bias is None:
             y = F.scaled_dot_product_attention(*(t.flatten(2, 3) for t in (q, k, v))).unflatten(2, (T, S))
         else:
             y = window_attention(q, k, v, self.age_bias)  # (B, H, T, S, hd)
         return self.proj(y.permute(0, 2, 3, 1, 4).reshape(B, T, S, C))
+
+    def stream(self, x: Tensor, past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The next steps x (B, T, S, C) of a stream whose earlier steps' keys and values are `past`
+        ((B, H, L, S, hd), L <= W - 1; None at the start) -> (output, the keys and values of the last
+        W - 1 steps): what `forward` gives these steps after the whole prefix, for T steps' work."""
+        B, T, S, C = x.shape
+        q, k, v = self._qkv(x)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if self.age_bias is None:
+            raise ValueError("Attention.stream: only a windowed (block-causal) attention streams")
+        y = window_attention(q, k, v, self.age_bias, past=k.shape[2] - T)
+        keep = self.age_bias.shape[1] - 1
+        return self.proj(y.permute(0, 2, 3, 1, 4).reshape(B, T, S, C)), (k[:, :, -keep:], v[:, :, -keep:])
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v (B, H, T, S, hd) of tokens (B, T, S, C)."""
+        B, T, S, C = x.shape
+        return self.qkv(x).view(B, T, S, 3, self.heads, C // self.heads).permute(3, 0, 4, 1, 2, 5).unbind(0)
 
 
 class MLP(nn.Module):
@@ -178,6 +225,12 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
+    def stream(self, x: Tensor, past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """`forward` of a stream's next steps, given its attention's `past` (`Attention.stream`)."""
+        y, state = self.attn.stream(self.norm1(x), past)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), state
+
 
 class VideoEncoder(nn.Module):
     """Frames (B, T, 3, H, W) in [0, 1] -> spatial tokens (B, T // tubelet_frames, S, C)."""
@@ -198,6 +251,25 @@ class VideoEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
 
     def forward(self, frames: Tensor) -> Tensor:
+        x = self._embed(frames)  # (B, T', S, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def stream(self, frames: Tensor, state: VideoEncoderState | None) -> tuple[Tensor, VideoEncoderState]:
+        """A stream's next frames (B, T, 3, H, W) after the frames `state` was left by (None: the
+        stream's first) -> (their tokens (B, T', S, C), the state after them). Call by call this equals
+        `forward` of the whole prefix, but each call costs its own frames, not the depth·(W - 1) frames
+        of context that re-encoding a window would (84 frames of 392 tokens in the paper preset)."""
+        x = self._embed(frames)
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.stream(x, None if state is None else state.layers[i])
+            layers.append(kv)
+        return self.norm(x), VideoEncoderState(layers)
+
+    def _embed(self, frames: Tensor) -> Tensor:
+        """Frames (B, T, 3, H, W) in [0, 1] -> tokens (B, T', S, C) with their spatial positions."""
         T, channels, H, W = frames.shape[1:]
         steps = T // self.config.tubelet_frames
         if channels != 3 or self.config.frame_size != (H, W) or steps == 0:
@@ -207,10 +279,7 @@ class VideoEncoder(nn.Module):
             )
         x = (frames[:, : steps * self.config.tubelet_frames] - self.mean) / self.std  # (B, T, 3, H, W)
         x = self.patch_embed(x.transpose(1, 2))  # (B, C, T', rows, cols)
-        x = x.flatten(3).permute(0, 2, 3, 1) + self.pos_embed  # (B, T', S, C)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return x.flatten(3).permute(0, 2, 3, 1) + self.pos_embed  # (B, T', S, C)
 
     @classmethod
     def from_videomae(cls, uri: str | Path, config: VideoEncoderConfig) -> "VideoEncoder":
