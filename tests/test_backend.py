@@ -7,7 +7,7 @@ import pytest
 from helpers_model import step_one, tiny_model
 
 from swansphere.errors import InputError
-from swansphere.serving.backend import LMStateLostError, LMStep, TorchBackend
+from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, TorchBackend
 from swansphere.serving.triton_export import lm_request, lm_steps
 
 TOLERANCE = 1e-5
@@ -165,3 +165,38 @@ def test_a_malformed_triton_request_is_an_input_error(sizes, change, message):
     change(arrays)
     with pytest.raises(InputError, match=message):
         lm_steps(arrays)
+
+
+def stage_windows(clip: np.ndarray, context_frames: int, sizes: list[int]) -> list[tuple]:
+    """The video-encoder stage's windows of one stream "v": (pixels, FrameWindow, first new frame) of
+    each call, its new frames after up to `context_frames` frames of context."""
+    windows, done = [], 0
+    for n in sizes:
+        first = max(0, done - context_frames)
+        windows.append((clip[first : done + n], FrameWindow("v", first, done - first), done))
+        done += n
+    return windows
+
+
+def test_the_video_encoder_goes_on_from_each_streams_state_or_encodes_the_whole_window(model):
+    """`VideoEncoderStates`: a stream's next window costs only its new frames (its context pixels are
+    not even read: zeros there change nothing), and a backend without the state (another worker)
+    encodes the window whole; both give the tokens of the whole clip."""
+    video = model.config.svac.video
+    context_frames = video.depth * (video.max_frames - 1)
+    clip = np.random.default_rng(0).integers(0, 256, (1, 16, 3, *video.frame_size), np.uint8)
+    whole = TorchBackend(model).video_encoder(clip)[0]
+    going_on = TorchBackend(model)
+    for window, frame_window, done in stage_windows(clip[0], context_frames, [2, 3, 1, 6, 4]):
+        blank = window.copy()
+        blank[: frame_window.context] = 0
+        tokens = going_on.video_encoder(blank[None], [frame_window])[0]
+        assert np.max(np.abs(tokens - whole[done : done + len(tokens)])) <= 1e-5
+        other_worker = TorchBackend(model).video_encoder(window[None], [frame_window])[0]
+        assert np.max(np.abs(other_worker - tokens)) <= 1e-5
+        if frame_window.context:
+            no_state = TorchBackend(model).video_encoder(blank[None], [frame_window])[0]
+            assert np.max(np.abs(no_state - tokens)) > 1e-3, "without the state the context is read"
+    two = clip[:, :3].repeat(2, axis=0)
+    with pytest.raises(InputError, match="one context"):
+        going_on.video_encoder(two, [FrameWindow("a", 0, 0), FrameWindow("b", 5, 2)])

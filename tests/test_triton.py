@@ -24,7 +24,7 @@ from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import LMStateLostError, LMStep, TorchBackend
+from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.session import StreamSession
 from swansphere.serving.stages import STAGES, StreamSpec
@@ -80,6 +80,19 @@ def test_video_encoder_equals_torch_batched_across_streams(triton, torch_backend
     assert tokens.shape[:2] == (10, 3)
     assert_close(tokens, torch_backend.video_encoder(windows))
     assert_close(tokens[2], torch_backend.video_encoder(windows[2:3])[0])  # rows do not mix
+
+
+def test_video_encoder_keeps_each_streams_state(triton, torch_backend):
+    """The model keeps a stream's encoder state between requests: the next window's context pixels
+    are not read (zeros there), and its tokens are the whole clip's."""
+    video = torch_backend.config.svac.video
+    clip = np.random.default_rng(4).integers(0, 256, (1, 9, 3, *video.frame_size), dtype=np.uint8)
+    whole = torch_backend.video_encoder(clip)[0]
+    first = triton.video_encoder(clip[:, :5], [FrameWindow("kept", 0, 0)])
+    blank = clip[:, 1:9].copy()
+    blank[:, :4] = 0
+    rest = triton.video_encoder(blank, [FrameWindow("kept", 1, 4)])
+    assert_close(np.concatenate([first[0], rest[0]]), whole)
 
 
 def test_spatial_lm_stepping_patch_by_patch_equals_torch(triton, torch_backend, sizes):

@@ -8,7 +8,7 @@ compute the same numbers.
 
 import hashlib
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +21,7 @@ from swansphere.models.sampler import GraphedSampler, Guidance, batch_patch_nois
 from swansphere.models.spatial_lm import GraphedStep, KVCache
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
 from swansphere.models.vae import DecoderState
+from swansphere.models.video_encoder import VideoEncoderState
 from swansphere.video import pixels_to_float
 
 
@@ -50,13 +51,32 @@ class LMStep:
         return len(self.previous) + (self.first_patch == 0)
 
 
+@dataclass(frozen=True)
+class FrameWindow:
+    """One stream's window of a video-encoder call: its frames first .. first + T - 1, of which the
+    first `context` were encoded by an earlier call and are there for what the new ones attend to."""
+
+    stream_id: str
+    first: int
+    context: int
+
+    @staticmethod
+    def alone(n: int) -> "list[FrameWindow]":
+        """n windows that each start a stream of their own, of which no state is kept."""
+        return [FrameWindow("", 0, 0)] * n
+
+
 class Backend(Protocol):
     config: SwanSphereConfig
 
-    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
         """Model-resolution frames (B, T, 3, h, w) uint8 (`video.model_pixels`), B streams' windows of
-        T frames -> video tokens (B, T, Dv). Block-causal: a longer prefix leaves earlier tokens
-        unchanged. 8-bit all the way to the model: a quarter of the bytes of float32 per hop."""
+        T frames, each with the same `context` -> video tokens of the frames after it (B, T - context,
+        Dv). Block-causal: a longer prefix leaves earlier tokens unchanged. None: every window is the
+        start of a stream of its own (no context, no state kept). With windows, the encoder keeps each
+        stream's state after its window (`VideoEncoderStates`): a stream's next window then costs
+        only its new frames; without that state it is encoded whole. 8-bit all the way to the model:
+        a quarter of the bytes of float32 per hop."""
         ...
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
@@ -316,6 +336,33 @@ class DecoderStates:
                 self._states.popitem(last=False)
 
 
+class VideoEncoderStates:
+    """Each stream's video-encoder state (`VideoEncoder.stream`), filed under (stream, the frame it
+    continues at), least recently used evicted beyond `capacity`.
+
+    The stage sends every window with the frames its new ones depend on (`FrameWindow.context`), so
+    a window whose stream has no state here (another worker, a restart, an eviction) is encoded
+    whole and gives the same tokens. A stream's frames never change once filed, so its id and a frame
+    index name one state. Taking a state removes it: a stream holds one entry.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, int], VideoEncoderState] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, stream_id: str, frame: int) -> VideoEncoderState | None:
+        with self._lock:
+            return self._states.pop((stream_id, frame), None)
+
+    def put(self, stream_id: str, frame: int, state: VideoEncoderState) -> None:
+        with self._lock:
+            self._states[stream_id, frame] = state
+            self._states.move_to_end((stream_id, frame))
+            while len(self._states) > self.capacity:
+                self._states.popitem(last=False)
+
+
 class TorchBackend:
     """The modules of one checkpoint in this process.
 
@@ -345,26 +392,50 @@ class TorchBackend:
         self.graphed_sampler = GraphedSampler(self.locdit_model, autocast) if cuda_graphs else None
         self.lm_states = LMStates(self.model, lm_capacity, autocast, cuda_graphs)
         self.decoder_states = DecoderStates(decoder_capacity)
+        self.video_states = VideoEncoderStates(lm_capacity)
         self.decoder = model.vae.folded_decoder()
         """The VAE decoder with its weight norm folded in, taken once here (later weight changes to
         `model` do not reach it)."""
 
     def reset(self) -> None:
-        """Forget every stream (LM rows, decoder states) but keep the LM's cache and the captured CUDA
-        graphs: a started server's state before its first stream, without paying the capture again."""
+        """Forget every stream (LM rows, video-encoder and decoder states) but keep the LM's cache and
+        the captured CUDA graphs: a started server's state before its first stream, without paying the
+        capture again."""
         self.lm_states.clear()
         self.decoder_states = DecoderStates(self._decoder_capacity)
+        self.video_states = VideoEncoderStates(self.video_states.capacity)
 
     @torch.no_grad()
-    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
         if pixels.dtype != np.uint8 or pixels.ndim != 5:
             raise InputError(
                 f"video_encoder: pixels must be uint8 (B, T, 3, h, w), got {pixels.dtype} {pixels.shape}"
             )
+        B, T = pixels.shape[:2]
+        windows = windows or FrameWindow.alone(B)
+        context = windows[0].context
+        if len(windows) != B or any(w.context != context for w in windows) or not 0 <= context < T:
+            raise InputError(
+                f"video_encoder: {B} windows of {T} frames need {B} FrameWindows with one context < {T}"
+            )
         clips = pixels_to_float(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
-        with _autocast(self.device, self.autocast):
-            tokens = self.model.svac.video_embeddings(clips)
-        return tokens.float().cpu().numpy()  # (B, T, Dv)
+        states = [self.video_states.take(w.stream_id, w.first + context) for w in windows]
+        # Rows that go on from their state encode only their new frames, batched by the state's steps;
+        # the others encode their whole window (context included) from the stream's start.
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, state in enumerate(states):
+            groups[-1 if state is None else state.steps].append(i)
+        tokens = torch.empty(B, T - context, self.config.svac.proj_dim, device=self.device)
+        for steps, rows in groups.items():
+            start = context if steps >= 0 else 0
+            past = None if steps < 0 else VideoEncoderState.cat([states[i] for i in rows])
+            with _autocast(self.device, self.autocast):
+                out, after = self.model.svac.video_embeddings_stream(clips[rows, start:], past)
+            tokens[rows] = out[:, out.shape[1] - (T - context) :].float()
+            for j, i in enumerate(rows):
+                if windows[i].stream_id:
+                    self.video_states.put(windows[i].stream_id, windows[i].first + T, after.row(j))
+        return tokens.cpu().numpy()  # (B, T - context, Dv)
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
         return self.lm_states.step(steps)

@@ -28,7 +28,7 @@ from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
 from swansphere.models.svac import nearest_steps
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import Backend, LMStateLostError, LMStep
+from swansphere.serving.backend import Backend, FrameWindow, LMStateLostError, LMStep
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.state import StateStore
 from swansphere.video import model_pixels
@@ -187,11 +187,9 @@ class VideoEncoderStage(Stage):
                 backlog = [job for job in work if job.count - job.done > FIRST_CALL_FRAMES]
                 work = [job for job in work if job not in backlog]
             start = time.perf_counter()
-            tokens = batched([job.window for job in work], self.backend.video_encoder, length_axis=0)
+            tokens = self._encode(work)
             self.seconds[self.name] += time.perf_counter() - start
-            out += self._commit(
-                work, [t[job.done - job.first :] for job, t in zip(work, tokens, strict=True)]
-            )
+            out += self._commit(work, tokens)
         out += [(VIDEO_ENCODER, Envelope(job.stream, "encode", job.done)) for job in backlog]
         return out + [(SPATIAL_LM, message) for message in ends]
 
@@ -230,6 +228,20 @@ class VideoEncoderStage(Stage):
                 more = blobs[count - start] is not None
                 jobs.append(_EncoderJob(stream, start, done[stream], count, more, window))
         return jobs
+
+    def _encode(self, jobs: list[_EncoderJob]) -> list[np.ndarray]:
+        """Tokens of each job's new frames: one backend call per window length and context, so the
+        streams that go on from the encoder's state (`FrameWindow`) batch together."""
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, job in enumerate(jobs):
+            groups[len(job.window), job.done - job.first].append(i)
+        out: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        for (_, context), rows in groups.items():
+            windows = [FrameWindow(jobs[i].stream, jobs[i].first, context) for i in rows]
+            tokens = self.backend.video_encoder(np.stack([jobs[i].window for i in rows]), windows)
+            for i, t in zip(rows, tokens, strict=True):
+                out[i] = t
+        return out
 
     def _commit(self, jobs: list[_EncoderJob], tokens: list[np.ndarray]) -> list[tuple[str, Envelope]]:
         """Moves each stream's state past its new frames (under the locks); what to publish."""

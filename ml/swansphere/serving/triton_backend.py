@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.swansphere import SwanSphereConfig
-from swansphere.serving.backend import LMStateLostError, LMStep
+from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep
 from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
 from swansphere.serving.triton_export import lm_request
 
@@ -92,10 +92,17 @@ class TritonBackend:
     def close(self) -> None:
         self._client.close()
 
-    def video_encoder(self, pixels: np.ndarray) -> np.ndarray:
+    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
         if pixels.dtype != np.uint8:
             raise InputError(f"video_encoder: pixels must be uint8, got {pixels.dtype}")
-        return self._batched(VIDEO_ENCODER, {"FRAMES": pixels}, "TOKENS")
+        windows = windows or FrameWindow.alone(len(pixels))
+        rows = {
+            "FRAMES": pixels,
+            "STREAM_ID": np.array([[w.stream_id.encode()] for w in windows], dtype=np.object_),
+            "FIRST": np.array([[w.first] for w in windows], np.int64),
+            "CONTEXT": np.array([[w.context] for w in windows], np.int64),
+        }
+        return self._batched(VIDEO_ENCODER, rows, "TOKENS")
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
         if not steps:

@@ -39,7 +39,7 @@ import triton_python_backend_utils as pb_utils
 from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
-from swansphere.serving.backend import LMStateLostError, TorchBackend
+from swansphere.serving.backend import FrameWindow, LMStateLostError, TorchBackend
 from swansphere.serving.stages import (
     LOCDIT,
     MAX_STEPS,
@@ -120,10 +120,29 @@ class TritonPythonModel:
         return self.execute_requests(requests)
 
     def _video_encoder(self, requests: list) -> list:
-        """All windows of all requests, grouped by length: one batched encoding per length."""
-        windows = [_array(request, "FRAMES") for request in requests]
-        tokens = _rows_by_length(windows, self.backend.video_encoder, length_axis=0)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", rows)]) for rows in tokens]
+        """All windows of all requests, one batched encoding per window length and context."""
+        rows: list[tuple[int, np.ndarray, FrameWindow]] = []  # (request, frames, window)
+        for i, request in enumerate(requests):
+            frames = _array(request, "FRAMES")
+            names, firsts, contexts = (
+                _array(request, name).reshape(-1) for name in ("STREAM_ID", "FIRST", "CONTEXT")
+            )
+            rows += [
+                (i, frames[j], FrameWindow(names[j].decode(), int(firsts[j]), int(contexts[j])))
+                for j in range(len(frames))
+            ]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for k, (_, frames, window) in enumerate(rows):
+            groups[len(frames), window.context].append(k)
+        tokens: list[np.ndarray] = [np.empty(0)] * len(rows)
+        for ks in groups.values():
+            out = self.backend.video_encoder(np.stack([rows[k][1] for k in ks]), [rows[k][2] for k in ks])
+            for k, t in zip(ks, out, strict=True):
+                tokens[k] = t
+        per_request: list[list[np.ndarray]] = [[] for _ in requests]
+        for (i, _, _), t in zip(rows, tokens, strict=True):
+            per_request[i].append(t)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", np.stack(t))]) for t in per_request]
 
     def _spatial_lm(self, requests: list) -> list:
         """Every stream of a request steps in one batched LM call per patch; a stream whose state is
