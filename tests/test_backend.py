@@ -7,7 +7,13 @@ import pytest
 from helpers_model import step_one, tiny_model
 
 from swansphere.errors import InputError
-from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, TorchBackend
+from swansphere.serving.backend import (
+    FrameWindow,
+    LMStateLostError,
+    LMStep,
+    TorchBackend,
+    VideoStateLostError,
+)
 from swansphere.serving.triton_export import lm_request, lm_steps
 
 TOLERANCE = 1e-5
@@ -200,3 +206,30 @@ def test_the_video_encoder_goes_on_from_each_streams_state_or_encodes_the_whole_
     two = clip[:, :3].repeat(2, axis=0)
     with pytest.raises(InputError, match="one context"):
         going_on.video_encoder(two, [FrameWindow("a", 0, 0), FrameWindow("b", 5, 2)])
+
+
+def test_a_resumed_window_sends_new_frames_only_and_a_backend_without_the_state_says_so(model):
+    """`FrameWindow.resume`: a stream's new frames alone go on from its state; where the backend has
+    none (another worker, a restart), that row alone is a VideoStateLostError and the stage's
+    fallback (the window with its context) gives the same tokens."""
+    video = model.config.svac.video
+    context_frames = video.depth * (video.max_frames - 1)
+    clip = np.random.default_rng(1).integers(0, 256, (1, 18, 3, *video.frame_size), np.uint8)
+    whole = TorchBackend(model).video_encoder(clip)[0]
+    going_on = TorchBackend(model)
+    for window, frame_window, done in stage_windows(clip[0], context_frames, [2, 3, 1, 6, 4]):
+        new = window[frame_window.context :]
+        resumed = FrameWindow("v", done, resume=done > 0)
+        tokens = going_on.video_encoder(new[None], [resumed])[0]
+        assert np.max(np.abs(tokens - whole[done : done + len(new)])) <= 1e-5
+        restarted = TorchBackend(model)
+        if done:
+            lost = restarted.video_encoder(new[None], [resumed])[0]
+            assert isinstance(lost, VideoStateLostError) and f"no state at frame {done}" in str(lost)
+        with_context = restarted.video_encoder(window[None], [frame_window])[0]
+        assert np.max(np.abs(with_context - tokens)) <= 1e-5
+    new = clip[:, 16:].repeat(2, axis=0)
+    v, w = going_on.video_encoder(new, [FrameWindow("v", 16, resume=True), FrameWindow("w", 16, resume=True)])
+    assert np.max(np.abs(v - whole[16:])) <= 1e-5 and isinstance(w, VideoStateLostError)
+    with pytest.raises(InputError, match="resumed window"):
+        going_on.video_encoder(new[:1], [FrameWindow("", 16, resume=True)])

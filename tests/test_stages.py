@@ -249,6 +249,36 @@ def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):
     assert np.max(np.abs(streamed - whole)) <= 1e-5
 
 
+class FrameCountingBackend(TorchBackend):
+    def __init__(self, model):
+        super().__init__(model)
+        self.frames_sent: list[int] = []
+
+    def video_encoder(self, pixels, windows=None):
+        self.frames_sent.append(pixels.shape[1])
+        return super().video_encoder(pixels, windows)
+
+
+def test_the_stage_sends_each_frame_once_and_its_context_again_only_to_a_backend_that_lost_it(model):
+    """While the backend keeps a stream's encoder state the stage sends only new frames; after a
+    restart (`reset`) the resumed call comes back lost and the stage sends the window again with the
+    context frames it reads from the store. The tokens are those of the whole clip either way."""
+    frames = (np.random.default_rng(8).random((14, 64, 128, 3)) * 255).astype(np.uint8)
+    backend = FrameCountingBackend(model)
+    stage = build_stages(backend, MemoryStateStore())["video_encoder"]
+    tokens, start = [], 0
+    for size in (2, 3, 4, 2, 3):
+        if start == 9:
+            backend.reset()
+        out = stage.handle([Envelope("v", "frames", start, tensors={"frames": frames[start : start + size]})])
+        tokens += [message.tensors["tokens"] for _, message in out]
+        start += size
+    context = stage.context_frames
+    assert backend.frames_sent == [2, 3, 4, 2, min(9, context) + 2, 3]
+    whole = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
+    assert np.max(np.abs(np.concatenate(tokens) - whole)) <= 1e-5
+
+
 def test_a_long_burst_is_encoded_a_bounded_number_of_frames_per_call(model, monkeypatch):
     """A clip sent at once is encoded MAX_CALL_FRAMES at a time, each call nudging the next, and the
     tokens are still those of the whole clip."""

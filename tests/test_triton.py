@@ -24,7 +24,13 @@ from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, TorchBackend
+from swansphere.serving.backend import (
+    FrameWindow,
+    LMStateLostError,
+    LMStep,
+    TorchBackend,
+    VideoStateLostError,
+)
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.session import StreamSession
 from swansphere.serving.stages import STAGES, StreamSpec
@@ -76,23 +82,29 @@ def test_server_and_models_are_ready(triton):
 
 def test_video_encoder_equals_torch_batched_across_streams(triton, torch_backend):
     windows = np.random.default_rng(0).integers(0, 256, (10, 3, 3, 64, 128), dtype=np.uint8)
-    tokens = triton.video_encoder(windows)  # more windows than max_batch_size 8: two requests
+    tokens = np.stack(triton.video_encoder(windows))  # more windows than max_batch_size 8: two requests
     assert tokens.shape[:2] == (10, 3)
-    assert_close(tokens, torch_backend.video_encoder(windows))
+    assert_close(tokens, np.stack(torch_backend.video_encoder(windows)))
     assert_close(tokens[2], torch_backend.video_encoder(windows[2:3])[0])  # rows do not mix
 
 
 def test_video_encoder_keeps_each_streams_state(triton, torch_backend):
     """The model keeps a stream's encoder state between requests: the next window's context pixels
-    are not read (zeros there), and its tokens are the whole clip's."""
+    are not read (zeros there), a resumed window of new frames alone goes on from it, and a resumed
+    window of a stream the model does not know comes back in LOST without failing its neighbour."""
     video = torch_backend.config.svac.video
-    clip = np.random.default_rng(4).integers(0, 256, (1, 9, 3, *video.frame_size), dtype=np.uint8)
+    clip = np.random.default_rng(4).integers(0, 256, (1, 11, 3, *video.frame_size), dtype=np.uint8)
     whole = torch_backend.video_encoder(clip)[0]
-    first = triton.video_encoder(clip[:, :5], [FrameWindow("kept", 0, 0)])
+    first = triton.video_encoder(clip[:, :5], [FrameWindow("kept", 0)])
     blank = clip[:, 1:9].copy()
     blank[:, :4] = 0
     rest = triton.video_encoder(blank, [FrameWindow("kept", 1, 4)])
-    assert_close(np.concatenate([first[0], rest[0]]), whole)
+    new = clip[:, 9:].repeat(2, axis=0)
+    resumed, lost = triton.video_encoder(
+        new, [FrameWindow("kept", 9, resume=True), FrameWindow("never seen", 9, resume=True)]
+    )
+    assert_close(np.concatenate([first[0], rest[0], resumed]), whole)
+    assert isinstance(lost, VideoStateLostError) and "never seen has no state at frame 9" in str(lost)
 
 
 def test_spatial_lm_stepping_patch_by_patch_equals_torch(triton, torch_backend, sizes):

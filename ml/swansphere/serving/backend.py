@@ -30,6 +30,12 @@ class LMStateLostError(InputError):
     replays the stream from patch 0 (`stages.SpatialLMStage` keeps what it needs to)."""
 
 
+class VideoStateLostError(InputError):
+    """The video encoder has no state for a stream at the frame a `FrameWindow.resume` window goes on
+    from (new worker, restart, eviction): the caller sends the window again with the context frames
+    its new ones depend on (`stages.VideoEncoderStage` reads them from the state store)."""
+
+
 @dataclass(frozen=True)
 class LMStep:
     """One stream's share of a spatial-LM call: patches first_patch .. first_patch + n - 1.
@@ -53,30 +59,40 @@ class LMStep:
 
 @dataclass(frozen=True)
 class FrameWindow:
-    """One stream's window of a video-encoder call: its frames first .. first + T - 1, of which the
-    first `context` were encoded by an earlier call and are there for what the new ones attend to."""
+    """One stream's window of a video-encoder call: its frames first .. first + T − 1, of which the
+    first `context` were encoded by an earlier call and are there for what the new ones attend to.
+
+    `resume`: the window holds only new frames (no context) and goes on from the encoder's state for
+    the stream at `first`; where the encoder has none, its row is a `VideoStateLostError`. A resumed
+    call sends each frame once; the context a fallback sends grows with the encoder's receptive field
+    (84 frames of 224 × 448 at the paper preset, 25 MB of pixels for every call of a stream).
+    """
 
     stream_id: str
     first: int
-    context: int
+    context: int = 0
+    resume: bool = False
 
     @staticmethod
     def alone(n: int) -> "list[FrameWindow]":
         """n windows that each start a stream of their own, of which no state is kept."""
-        return [FrameWindow("", 0, 0)] * n
+        return [FrameWindow("", 0)] * n
 
 
 class Backend(Protocol):
     config: SwanSphereConfig
 
-    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
+    def video_encoder(
+        self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None
+    ) -> list[np.ndarray | VideoStateLostError]:
         """Model-resolution frames (B, T, 3, h, w) uint8 (`video.model_pixels`), B streams' windows of
-        T frames, each with the same `context` -> video tokens of the frames after it (B, T - context,
-        Dv). Block-causal: a longer prefix leaves earlier tokens unchanged. None: every window is the
-        start of a stream of its own (no context, no state kept). With windows, the encoder keeps each
-        stream's state after its window (`VideoEncoderStates`): a stream's next window then costs
-        only its new frames; without that state it is encoded whole. 8-bit all the way to the model:
-        a quarter of the bytes of float32 per hop."""
+        T frames, each with the same `context` -> per window, video tokens of the frames after it
+        (T − context, Dv), or why a `resume` window could not go on. Block-causal: a longer prefix
+        leaves earlier tokens unchanged. None: every window is the start of a stream of its own (no
+        context, no state kept). With windows, the encoder keeps each stream's state after its window
+        (`VideoEncoderStates`): a stream's next window then costs only its new frames; a window with
+        context but without that state is encoded whole. 8-bit all the way to the model: a quarter of
+        the bytes of float32 per hop."""
         ...
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
@@ -340,10 +356,11 @@ class VideoEncoderStates:
     """Each stream's video-encoder state (`VideoEncoder.stream`), filed under (stream, the frame it
     continues at), least recently used evicted beyond `capacity`.
 
-    The stage sends every window with the frames its new ones depend on (`FrameWindow.context`), so
-    a window whose stream has no state here (another worker, a restart, an eviction) is encoded
-    whole and gives the same tokens. A stream's frames never change once filed, so its id and a frame
-    index name one state. Taking a state removes it: a stream holds one entry.
+    The stage sends a stream's new frames alone (`FrameWindow.resume`); where the stream has no state
+    here (another worker, a restart, an eviction) it sends them again after the frames they depend on
+    (`FrameWindow.context`), encoded whole to the same tokens. A stream's frames never change once
+    filed, so its id and a frame index name one state. Taking a state removes it: a stream holds one
+    entry.
     """
 
     def __init__(self, capacity: int):
@@ -406,7 +423,9 @@ class TorchBackend:
         self.video_states = VideoEncoderStates(self.video_states.capacity)
 
     @torch.no_grad()
-    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
+    def video_encoder(
+        self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None
+    ) -> list[np.ndarray | VideoStateLostError]:
         if pixels.dtype != np.uint8 or pixels.ndim != 5:
             raise InputError(
                 f"video_encoder: pixels must be uint8 (B, T, 3, h, w), got {pixels.dtype} {pixels.shape}"
@@ -418,13 +437,24 @@ class TorchBackend:
             raise InputError(
                 f"video_encoder: {B} windows of {T} frames need {B} FrameWindows with one context < {T}"
             )
-        clips = pixels_to_float(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
-        states = [self.video_states.take(w.stream_id, w.first + context) for w in windows]
+        if any(w.resume and (w.context or not w.stream_id) for w in windows):
+            raise InputError("video_encoder: a resumed window names its stream and has no context")
+        states = [
+            self.video_states.take(w.stream_id, w.first + context) if w.stream_id else None for w in windows
+        ]
+        results: list[np.ndarray | VideoStateLostError] = [
+            VideoStateLostError(f"video_encoder: stream {w.stream_id} has no state at frame {w.first}")
+            for w in windows
+        ]
         # Rows that go on from their state encode only their new frames, batched by the state's steps;
         # the others encode their whole window (context included) from the stream's start.
         groups: dict[int, list[int]] = defaultdict(list)
-        for i, state in enumerate(states):
-            groups[-1 if state is None else state.steps].append(i)
+        for i, (window, state) in enumerate(zip(windows, states, strict=True)):
+            if state is not None or not window.resume:
+                groups[-1 if state is None else state.steps].append(i)
+        if not groups:
+            return results
+        clips = pixels_to_float(torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device))
         tokens = torch.empty(B, T - context, self.config.svac.proj_dim, device=self.device)
         for steps, rows in groups.items():
             start = context if steps >= 0 else 0
@@ -435,7 +465,11 @@ class TorchBackend:
             for j, i in enumerate(rows):
                 if windows[i].stream_id:
                     self.video_states.put(windows[i].stream_id, windows[i].first + T, after.row(j))
-        return tokens.cpu().numpy()  # (B, T - context, Dv)
+        encoded = tokens.cpu().numpy()  # (B, T - context, Dv)
+        for rows in groups.values():
+            for i in rows:
+                results[i] = encoded[i]
+        return results
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
         return self.lm_states.step(steps)

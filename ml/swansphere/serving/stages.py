@@ -19,7 +19,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
 from swansphere.models.svac import nearest_steps
 from swansphere.models.vae import decoder_context_frames
-from swansphere.serving.backend import Backend, FrameWindow, LMStateLostError, LMStep
+from swansphere.serving.backend import Backend, FrameWindow, LMStateLostError, LMStep, VideoStateLostError
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.state import StateStore
 from swansphere.video import model_pixels
@@ -118,7 +118,7 @@ MAX_CALL_FRAMES = 64
 """Most new frames of one stream a later call encodes (16 s of video). A client that sends a long
 clip at once would otherwise have all of it encoded in one call, its memory growing with the clip
 (2400 frames for 10 minutes) and every other stream's video waiting behind it; the rest follows by
-the stage's own `encode` message, each call recomputing `context_frames` before its new frames."""
+the stage's own `encode` message, each call going on from the encoder's state of the stream."""
 
 
 @dataclass
@@ -139,8 +139,11 @@ class VideoEncoderStage(Stage):
 
     The encoder is block-causal with a sliding window of `max_frames` steps in each of its `depth`
     layers and no absolute time positions, so a token depends on the depth·(max_frames − 1) frames
-    before it and on nothing earlier: new frames are encoded after just that much context, which
-    gives exactly the tokens of encoding the whole prefix at a cost that does not grow with the stream.
+    before it and on nothing earlier. The backend keeps each stream's encoder state (its layers'
+    keys and values of that window), so the stage sends a stream's new frames alone; where the
+    backend has lost the state it sends them again after just that much context, read from the store,
+    which gives exactly the tokens of encoding the whole prefix. Either way a call costs what its new
+    frames cost, not what the stream so far does.
     """
 
     name = VIDEO_ENCODER
@@ -161,9 +164,9 @@ class VideoEncoderStage(Stage):
 
         A stream's first call encodes only its first `FIRST_CALL_FRAMES` frames and sends the stage
         an `encode` message for the rest: a client that sends a burst of frames would otherwise keep
-        the stage busy with its whole burst while other streams wait for their first chunk. The
-        first call has no context to recompute, so the split costs one context window per stream.
-        For the same reason a call that makes some stream's first tokens leaves every backlog (more
+        the stage busy with its whole burst while other streams wait for their first chunk. The next
+        call goes on from the encoder's state, so the split costs a call, not compute. For the same
+        reason a call that makes some stream's first tokens leaves every backlog (more
         than `FIRST_CALL_FRAMES` new frames) to the next call, by an `encode` message: the tokens of
         a call are published together, so a new stream's first ones would otherwise wait for another
         stream's burst (4 streams that each sent their clip at once: the last three streams' first
@@ -201,46 +204,74 @@ class VideoEncoderStage(Stage):
         ]
 
     def _new_frames(self, streams: list[str]) -> list[_EncoderJob]:
-        """The windows that encode each stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in
-        its first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks); none for a
+        """The windows of each stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in its
+        first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks); none for a
         stream without new frames. Two round trips for all the streams."""
         counts = self.store.get_each({stream: ["frames"] for stream in streams})
         done = {stream: int(counts[stream][0] or 0) for stream in streams}
-        first = {stream: max(0, done[stream] - self.context_frames) for stream in streams}
         limit = {
             stream: done[stream] + (FIRST_CALL_FRAMES if done[stream] == 0 else MAX_CALL_FRAMES)
             for stream in streams
         }
         # One frame past the limit tells whether more are waiting.
         stored = self.store.get_each(
-            {stream: [f"frame@{i}" for i in range(first[stream], limit[stream] + 1)] for stream in streams}
+            {stream: [f"frame@{i}" for i in range(done[stream], limit[stream] + 1)] for stream in streams}
         )
         jobs = []
         for stream in streams:
-            blobs, start, end = stored[stream], first[stream], limit[stream]
-            if any(blob is None for blob in blobs[: done[stream] - start]):
-                raise InputError(
-                    f"video_encoder: stream {stream} lost frames {start}..{done[stream] - 1} (expired)"
-                )
+            blobs, start, end = stored[stream], done[stream], limit[stream]
             count = start + blobs.index(None) if None in blobs[: end - start] else end
-            if count > done[stream]:
-                window = np.stack([_unpack(blob) for blob in blobs[: count - start] if blob is not None])
+            if count > start:
+                window = np.stack([_unpack(blob) for blob in blobs[: count - start]])
                 more = blobs[count - start] is not None
-                jobs.append(_EncoderJob(stream, start, done[stream], count, more, window))
+                jobs.append(_EncoderJob(stream, start, start, count, more, window))
         return jobs
 
     def _encode(self, jobs: list[_EncoderJob]) -> list[np.ndarray]:
-        """Tokens of each job's new frames: one backend call per window length and context, so the
-        streams that go on from the encoder's state (`FrameWindow`) batch together."""
+        """Tokens of each job's new frames. The new frames alone go first, from the encoder's state of
+        each stream (`FrameWindow.resume`); the streams whose state the encoder lacks (a restart, an
+        eviction, another instance) go again with their context frames, read from the store."""
+        tokens = self._encode_windows(jobs, resume=True)
+        lost = [i for i, t in enumerate(tokens) if isinstance(t, VideoStateLostError)]
+        again = self._encode_windows(self._with_context([jobs[i] for i in lost])) if lost else []
+        for i, t in zip(lost, again, strict=True):
+            if isinstance(t, VideoStateLostError):  # a window with its context cannot be lost
+                raise t
+            tokens[i] = t
+        return tokens
+
+    def _encode_windows(
+        self, jobs: list[_EncoderJob], resume: bool = False
+    ) -> list[np.ndarray | VideoStateLostError]:
+        """One backend call per window length and context, so the streams batch together."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, job in enumerate(jobs):
             groups[len(job.window), job.done - job.first].append(i)
-        out: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        out: list[np.ndarray | VideoStateLostError] = [np.empty(0)] * len(jobs)
         for (_, context), rows in groups.items():
-            windows = [FrameWindow(jobs[i].stream, jobs[i].first, context) for i in rows]
+            windows = [
+                FrameWindow(jobs[i].stream, jobs[i].first, context, resume and jobs[i].done > 0) for i in rows
+            ]
             tokens = self.backend.video_encoder(np.stack([jobs[i].window for i in rows]), windows)
             for i, t in zip(rows, tokens, strict=True):
                 out[i] = t
+        return out
+
+    def _with_context(self, jobs: list[_EncoderJob]) -> list[_EncoderJob]:
+        """The jobs with the `context_frames` before their new frames (fewer at a stream's start) in
+        front of their windows; one round trip for all the streams."""
+        first = {job.stream: max(0, job.done - self.context_frames) for job in jobs}
+        stored = self.store.get_each(
+            {job.stream: [f"frame@{i}" for i in range(first[job.stream], job.done)] for job in jobs}
+        )
+        out = []
+        for job in jobs:
+            blobs = stored[job.stream]
+            if any(blob is None for blob in blobs):
+                lost = f"{first[job.stream]}..{job.done - 1}"
+                raise InputError(f"video_encoder: stream {job.stream} lost frames {lost} (expired)")
+            window = np.concatenate([np.stack([_unpack(blob) for blob in blobs]), job.window])
+            out.append(replace(job, first=first[job.stream], window=window))
         return out
 
     def _commit(self, jobs: list[_EncoderJob], tokens: list[np.ndarray]) -> list[tuple[str, Envelope]]:

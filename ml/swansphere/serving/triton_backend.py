@@ -8,7 +8,9 @@ rows by solver settings (LocDiT) or window length (decoder), so patches of many 
 batched call while each caller still makes one round trip per stage batch.
 
 The spatial LM gets one request for all the streams of a stage call (`triton_export.lm_request`); a
-stream named in its LOST output comes back as an LMStateLostError (the stage replays it).
+stream named in its LOST output comes back as an LMStateLostError (the stage replays it). The video
+encoder's LOST output does the same for a resumed window (`VideoStateLostError`: the stage sends it
+again with its context frames).
 
 Errors: INVALID_ARGUMENT -> InputError (the stream fails); anything else (unreachable, model not
 loaded, deadline, a failure inside the model) -> TritonUnavailableError, which is not an InputError,
@@ -28,7 +30,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.swansphere import SwanSphereConfig
-from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep
+from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, VideoStateLostError
 from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
 from swansphere.serving.triton_export import lm_request
 
@@ -92,7 +94,9 @@ class TritonBackend:
     def close(self) -> None:
         self._client.close()
 
-    def video_encoder(self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None) -> np.ndarray:
+    def video_encoder(
+        self, pixels: np.ndarray, windows: Sequence[FrameWindow] | None = None
+    ) -> list[np.ndarray | VideoStateLostError]:
         if pixels.dtype != np.uint8:
             raise InputError(f"video_encoder: pixels must be uint8, got {pixels.dtype}")
         windows = windows or FrameWindow.alone(len(pixels))
@@ -101,8 +105,13 @@ class TritonBackend:
             "STREAM_ID": np.array([[w.stream_id.encode()] for w in windows], dtype=np.object_),
             "FIRST": np.array([[w.first] for w in windows], np.int64),
             "CONTEXT": np.array([[w.context] for w in windows], np.int64),
+            "RESUME": np.array([[w.resume] for w in windows]),
         }
-        return self._batched(VIDEO_ENCODER, rows, "TOKENS")
+        tokens, lost = self._batched(VIDEO_ENCODER, rows, ("TOKENS", "LOST"))
+        return [
+            VideoStateLostError(reason.decode()) if reason else rows
+            for rows, reason in zip(tokens, lost.reshape(-1), strict=True)
+        ]
 
     def spatial_lm(self, steps: Sequence[LMStep]) -> list[np.ndarray | LMStateLostError]:
         if not steps:
@@ -141,22 +150,20 @@ class TritonBackend:
             "STEPS": np.full((B, 1), steps, np.int32),
             "GUIDANCE": np.tile(np.array([guidance.h_weight, guidance.context_weight], np.float32), (B, 1)),
         }
-        return self._batched(LOCDIT, rows, "Z")
+        return self._batched(LOCDIT, rows, ("Z",))[0]
 
     def vae_decoder(self, windows: np.ndarray) -> np.ndarray:
-        return self._batched(VAE_DECODER, {"WINDOW": _f32(windows)}, "AUDIO")
+        return self._batched(VAE_DECODER, {"WINDOW": _f32(windows)}, ("AUDIO",))[0]
 
-    def _batched(self, model: str, rows: dict[str, np.ndarray], output: str) -> np.ndarray:
-        """Requests of at most the model's max_batch_size rows, results concatenated in order."""
+    def _batched(self, model: str, rows: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        """Requests of at most the model's max_batch_size rows; each output concatenated in order."""
         size = self._model_max_batch(model)
         total = len(next(iter(rows.values())))
         parts = [
-            self._infer(model, {name: array[start : start + size] for name, array in rows.items()}, [output])[
-                0
-            ]
+            self._infer(model, {name: array[start : start + size] for name, array in rows.items()}, outputs)
             for start in range(0, total, size)
         ]
-        return np.concatenate(parts)
+        return [np.concatenate(part) for part in zip(*parts, strict=True)]
 
     def _model_max_batch(self, model: str) -> int:
         if model not in self._max_batch:

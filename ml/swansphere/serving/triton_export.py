@@ -14,11 +14,14 @@ sha256 in `parameters`; a model refuses to load when the file's hash differs.
 
 Tensors mirror `backend.Backend` one to one:
 
-- video_encoder: dynamic batching: FRAMES UINT8 [-1, 3, h, w] (a window of one stream's frames),
-  STREAM_ID BYTES [1], FIRST INT64 [1] (the window's first frame), CONTEXT INT64 [1] (how many of its
-  frames are context: `backend.FrameWindow`) -> TOKENS FP32 [-1, Dv] of the frames after the context,
+- video_encoder: dynamic batching, one instance: FRAMES UINT8 [-1, 3, h, w] (a window of one
+  stream's frames), STREAM_ID BYTES [1], FIRST INT64 [1] (the window's first frame), CONTEXT INT64
+  [1] (how many of its frames are context), RESUME BOOL [1] (only new frames, going on from the
+  stream's state: `backend.FrameWindow`) -> TOKENS FP32 [-1, Dv] of the frames after the context and
+  LOST BYTES [1] ("" or why a resumed window's stream has no state; its TOKENS rows are zeros),
   grouped by window length and context (a stage sends all its streams' windows at once). The model
-  keeps each stream's encoder state, so a stream's next window costs only its new frames.
+  keeps each stream's encoder state, so a stream sends each frame once and a call costs only its new
+  frames; one instance, like the LM, so that a stream's calls find that state.
 - spatial_lm: one request steps B streams together (`lm_request`, `lm_steps`): STREAM_ID BYTES [B],
   FIRST_PATCH INT64 [B], HAS_VIDEO BOOL [B] + VIDEO FP32 [-1, P, Dv] (the patches of the streams with
   video, in order), PREVIOUS FP32 [-1, D, P] with PREVIOUS_COUNT INT64 [B] (each stream's rows, in
@@ -154,14 +157,15 @@ def model_config(
     Dv, C = config.svac.proj_dim, config.lm.d_model
     h, w = config.svac.video.frame_size
     if stage == VIDEO_ENCODER:
-        batch = max_batch
+        batch, instances = max_batch, 1
         inputs = [
             _tensor("FRAMES", "UINT8", [-1, 3, h, w]),
             _tensor("STREAM_ID", "STRING", [1]),
             _tensor("FIRST", "INT64", [1]),
             _tensor("CONTEXT", "INT64", [1]),
+            _tensor("RESUME", "BOOL", [1]),
         ]
-        outputs = [_tensor("TOKENS", "FP32", [-1, Dv])]
+        outputs = [_tensor("TOKENS", "FP32", [-1, Dv]), _tensor("LOST", "STRING", [1])]
     elif stage == SPATIAL_LM:
         batch, instances = 0, 1
         inputs = [_tensor("STREAM_ID", "STRING", [-1])] + [

@@ -39,7 +39,7 @@ import triton_python_backend_utils as pb_utils
 from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
-from swansphere.serving.backend import FrameWindow, LMStateLostError, TorchBackend
+from swansphere.serving.backend import FrameWindow, LMStateLostError, TorchBackend, VideoStateLostError
 from swansphere.serving.stages import (
     LOCDIT,
     MAX_STEPS,
@@ -91,6 +91,7 @@ class TritonPythonModel:
             load_checkpoint(path, device), autocast=torch.bfloat16 if gpu else None, cuda_graphs=gpu
         )
         self._warm_up(int(model_config.get("max_batch_size", 0)))
+        self.backend.reset()  # the warm-up's streams
 
     def _warm_up(self, max_batch: int) -> None:
         """Runs the stage once at every batch size it may be sent, before the model reports ready.
@@ -105,7 +106,11 @@ class TritonPythonModel:
         D, P = config.vae.latent_dim, config.patch_frames
         for rows in range(1, max_batch + 1):
             if self.stage == VIDEO_ENCODER:
-                self.backend.video_encoder(np.zeros((rows, 1, 3, *config.svac.video.frame_size), np.uint8))
+                # A stream's first frame, then its next one, which goes on from the first's state.
+                frame = np.zeros((rows, 1, 3, *config.svac.video.frame_size), np.uint8)
+                streams = [f"warm-up {k}" for k in range(rows)]
+                self.backend.video_encoder(frame, [FrameWindow(stream, 0) for stream in streams])
+                self.backend.video_encoder(frame, [FrameWindow(stream, 1, resume=True) for stream in streams])
             elif self.stage == LOCDIT:
                 h = np.zeros((rows, config.lm.d_model), np.float32)
                 context = np.zeros((rows, D, config.locdit.context_frames), np.float32)
@@ -120,29 +125,46 @@ class TritonPythonModel:
         return self.execute_requests(requests)
 
     def _video_encoder(self, requests: list) -> list:
-        """All windows of all requests, one batched encoding per window length and context."""
+        """All windows of all requests, one batched encoding per window length and context; a resumed
+        window whose stream has no state here is named in LOST (its TOKENS rows are zeros)."""
         rows: list[tuple[int, np.ndarray, FrameWindow]] = []  # (request, frames, window)
         for i, request in enumerate(requests):
             frames = _array(request, "FRAMES")
-            names, firsts, contexts = (
-                _array(request, name).reshape(-1) for name in ("STREAM_ID", "FIRST", "CONTEXT")
+            names, firsts, contexts, resumes = (
+                _array(request, name).reshape(-1) for name in ("STREAM_ID", "FIRST", "CONTEXT", "RESUME")
             )
             rows += [
-                (i, frames[j], FrameWindow(names[j].decode(), int(firsts[j]), int(contexts[j])))
+                (
+                    i,
+                    frames[j],
+                    FrameWindow(names[j].decode(), int(firsts[j]), int(contexts[j]), bool(resumes[j])),
+                )
                 for j in range(len(frames))
             ]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for k, (_, frames, window) in enumerate(rows):
             groups[len(frames), window.context].append(k)
-        tokens: list[np.ndarray] = [np.empty(0)] * len(rows)
+        results: list = [None] * len(rows)
         for ks in groups.values():
             out = self.backend.video_encoder(np.stack([rows[k][1] for k in ks]), [rows[k][2] for k in ks])
-            for k, t in zip(ks, out, strict=True):
-                tokens[k] = t
-        per_request: list[list[np.ndarray]] = [[] for _ in requests]
-        for (i, _, _), t in zip(rows, tokens, strict=True):
-            per_request[i].append(t)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("TOKENS", np.stack(t))]) for t in per_request]
+            for k, result in zip(ks, out, strict=True):
+                results[k] = result
+        Dv = self.backend.config.svac.proj_dim
+        tokens: list[list[np.ndarray]] = [[] for _ in requests]
+        lost: list[list[bytes]] = [[] for _ in requests]
+        for (i, frames, window), result in zip(rows, results, strict=True):
+            gone = isinstance(result, VideoStateLostError)
+            tokens[i].append(np.zeros((len(frames) - window.context, Dv), np.float32) if gone else result)
+            lost[i].append(str(result).encode() if gone else b"")
+        return [
+            pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor("TOKENS", np.stack(request_tokens)),
+                    pb_utils.Tensor("LOST", np.array(request_lost, dtype=np.object_)[:, None]),
+                ]
+            )
+            for request_tokens, request_lost in zip(tokens, lost, strict=True)
+        ]
 
     def _spatial_lm(self, requests: list) -> list:
         """Every stream of a request steps in one batched LM call per patch; a stream whose state is
