@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--instances",
         type=int,
         default=1,
-        help="instances of locdit and vae_decoder (spatial_lm and video_encoder keep one: they hold stream state)",
+        help="instances of locdit and vae_decoder (spatial_lm, video_encoder: one; they hold stream state)",
     )
     parser.add_argument("--kind", choices=sorted(KINDS), default="cpu", help="where the instances run")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
