@@ -184,7 +184,8 @@ def test_a_row_repeated_in_one_step_changes_nothing():
 
 
 def test_an_autocast_copy_steps_as_autocast_does_bit_for_bit():
-    """`SpatialLM.autocast_copy`: the GPU path's weights cast once instead of at every step."""
+    """`SpatialLM.autocast_copy`: the GPU path's weights cast once instead of at every step, and its
+    cache kept in bf16 instead of cast at every step."""
     lm = make_lm(max_patches=4)
     copy = lm.autocast_copy(torch.bfloat16)
     x = inputs(3, 6)
@@ -198,8 +199,11 @@ def test_an_autocast_copy_steps_as_autocast_does_bit_for_bit():
                 for model, cache in zip((lm, copy), caches, strict=True)
             )
             assert torch.equal(got, expected)
+    # The copy's cache holds bf16: the float32 cache's values, which autocast made in bf16.
     for (k, v), (k_copy, v_copy) in zip(caches[0].self_kv, caches[1].self_kv, strict=True):
-        assert torch.equal(k_copy, k) and torch.equal(v_copy, v)
+        assert k_copy.dtype == v_copy.dtype == torch.bfloat16 and k.dtype == torch.float32
+        assert torch.equal(k_copy.float(), k) and torch.equal(v_copy.float(), v)
+    assert caches[1].text_kv[0][0].dtype == torch.bfloat16
     assert copy.blocks[0].mlp.net[0].weight.dtype == torch.bfloat16
     assert copy.blocks[0].cross_attn.kv.weight.dtype == lm.video_proj.weight.dtype == torch.float32
 

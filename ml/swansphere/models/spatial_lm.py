@@ -134,9 +134,9 @@ def _rows(tensor: Tensor, rows: Tensor | None) -> Tensor:
     return tensor if rows is None else tensor[rows]
 
 
-def _own(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+def _own(pair: tuple[Tensor, Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Keys and values in their own memory, not views of one projection: rows are written in place."""
-    return pair[0].contiguous(), pair[1].contiguous()
+    return pair[0].contiguous().to(dtype), pair[1].contiguous().to(dtype)
 
 
 def _cat_pairs(pairs: tuple[tuple[Tensor, Tensor], ...]) -> tuple[Tensor, Tensor]:
@@ -310,6 +310,8 @@ class SpatialLM(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
+        self.cache_dtype: torch.dtype | None = None
+        """dtype of `new_cache`'s keys and values (None: the weights'); `autocast_copy` sets its own."""
         self.apply(self._init_weights)
         for name, param in self.named_parameters():
             if name.endswith("proj.weight") and name != "video_proj.weight":
@@ -350,9 +352,13 @@ class SpatialLM(nn.Module):
         in `dtype` already, as autocast would cast them at every step (inside a CUDA graph without its
         cache: 0.8 B fp32 weights read and written again as bf16 for each patch of the paper preset).
         The text memory's key/value projections stay: `new_cache` runs them once per stream, outside
-        autocast. Under autocast `step` computes what this model does, bit for bit. A copy, so this
-        model stays trainable; it does not follow later changes to its weights."""
+        autocast. Its caches hold keys and values in `dtype` too: autocast makes them in `dtype` and
+        casts them to it for attention, so a float32 cache only cost a cast of every row's window and
+        text memory in every layer at every step. Under autocast `step` computes what this model does,
+        bit for bit. A copy, so this model stays trainable; it does not follow later changes to its
+        weights."""
         inference = copy.deepcopy(self).eval().requires_grad_(False)
+        inference.cache_dtype = dtype
         memory = {block.cross_attn.kv for block in inference.blocks}
         for module in inference.modules():
             if isinstance(module, nn.Linear) and module not in memory:
@@ -371,10 +377,11 @@ class SpatialLM(nn.Module):
         here, once."""
         memory, memory_mask = self._text_memory(text, text_mask, text_present, batch_size)
         H, W, hd = self.config.n_heads, self.config.max_patches, self._head_dim
-        empty = self.null_video.new_zeros(batch_size, H, W, hd)
+        dtype = self.cache_dtype or self.null_video.dtype
+        empty = self.null_video.new_zeros(batch_size, H, W, hd, dtype=dtype)
         return KVCache(
             self_kv=[(empty.clone(), empty.clone()) for _ in self.blocks],
-            text_kv=[_own(block.cross_attn.memory(memory)) for block in self.blocks],
+            text_kv=[_own(block.cross_attn.memory(memory), dtype) for block in self.blocks],
             text_mask=memory_mask,
             positions=torch.zeros(batch_size, dtype=torch.long, device=empty.device),
         )
