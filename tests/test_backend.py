@@ -1,17 +1,21 @@
-"""The spatial LM's stream states (`backend.LMStates`): streams at different patches step in one
-batched call and each gets what it gets alone; lost, evicted and bad streams; the Triton request
-layout that carries such a call (`triton_export.lm_request` / `lm_steps`)."""
+"""The backend's stream states. The spatial LM's (`backend.LMStates`): streams at different patches
+step in one batched call and each gets what it gets alone; lost, evicted and bad streams; the Triton
+request layout that carries such a call (`triton_export.lm_request` / `lm_steps`). The video
+encoder's (`backend.VideoEncoderStates`): new frames alone, lost states, the byte bound."""
 
 import numpy as np
 import pytest
+import torch
 from helpers_model import step_one, tiny_model
 
 from swansphere.errors import InputError
+from swansphere.models.video_encoder import VideoEncoderState
 from swansphere.serving.backend import (
     FrameWindow,
     LMStateLostError,
     LMStep,
     TorchBackend,
+    VideoEncoderStates,
     VideoStateLostError,
 )
 from swansphere.serving.triton_export import lm_request, lm_steps
@@ -206,6 +210,24 @@ def test_the_video_encoder_goes_on_from_each_streams_state_or_encodes_the_whole_
     two = clip[:, :3].repeat(2, axis=0)
     with pytest.raises(InputError, match="one context"):
         going_on.video_encoder(two, [FrameWindow("a", 0, 0), FrameWindow("b", 5, 2)])
+
+
+def test_video_encoder_states_are_bounded_by_bytes_least_recently_used_first():
+    """A paper-preset state is about 100 MB: the bound is bytes, not streams."""
+
+    def state(frames: int) -> VideoEncoderState:
+        return VideoEncoderState([(torch.zeros(1, 2, frames, 4, 8), torch.zeros(1, 2, frames, 4, 8))])
+
+    assert state(3).nbytes == 2 * 2 * 3 * 4 * 8 * 4
+    states = VideoEncoderStates(max_bytes=3 * state(1).nbytes)
+    states.put("a", 1, state(1))
+    states.put("b", 1, state(1))
+    states.put("c", 2, state(2))  # 4 units: "a" goes, least recently used
+    assert states.take("a", 1) is None and states.take("b", 1) is not None
+    states.put("d", 1, state(1))  # "b" was taken: 3 units fit
+    assert states.take("c", 2) is not None and states.take("d", 1) is not None
+    states.put("e", 4, state(4))  # larger than the bound on its own: not kept
+    assert states.take("e", 4) is None
 
 
 def test_a_resumed_window_sends_new_frames_only_and_a_backend_without_the_state_says_so(model):

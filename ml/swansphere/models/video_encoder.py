@@ -116,6 +116,10 @@ class VideoEncoderState:
     def steps(self) -> int:
         return self.layers[0][0].shape[2]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
     @staticmethod
     def cat(states: "list[VideoEncoderState]") -> "VideoEncoderState":
         """Several streams' states (same number of steps) as one batch."""

@@ -88,7 +88,10 @@ class TritonPythonModel:
         # A GPU instance takes the GPU path (issue 7): bf16 matrix products, LocDiT's loop and the LM
         # step as CUDA graphs; the VAE decoder stays in float32.
         self.backend = TorchBackend(
-            load_checkpoint(path, device), autocast=torch.bfloat16 if gpu else None, cuda_graphs=gpu
+            load_checkpoint(path, device),
+            autocast=torch.bfloat16 if gpu else None,
+            cuda_graphs=gpu,
+            video_state_bytes=int(os.environ.get("SWANSPHERE_VIDEO_STATE_BYTES", 8 << 30)),
         )
         self._warm_up(int(model_config.get("max_batch_size", 0)))
         self.backend.reset()  # the warm-up's streams
