@@ -1,5 +1,6 @@
 """The GPU path (issue 7): LocDiT's 20-step loop and the LM step replayed as CUDA graphs
-(`models/cuda_graphs.py`) give what the eager code gives, and a patch's replays never wait on the host.
+(`models/cuda_graphs.py`) give what the eager code gives, a patch's replays never wait on the host,
+and the video encoder's stream states on the device give the whole clip's tokens.
 Every test needs a CUDA device: CI skips them, a lent GPU runs them first in `ml/bench_gpu_lease.sh`.
 They use only torch and the model code (no servers, no conftest), so that script runs them with
 `pytest --noconftest` on a bare GPU image."""
@@ -22,7 +23,7 @@ from swansphere.models.sampler import (
     sample_patch,
 )
 from swansphere.models.spatial_lm import GraphedStep, KVCache, SpatialLM, SpatialLMConfig
-from swansphere.serving.backend import LMStep, TorchBackend
+from swansphere.serving.backend import FrameWindow, LMStep, TorchBackend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 
@@ -145,3 +146,23 @@ def test_a_backend_with_cuda_graphs_generates_what_the_eager_backend_does(autoca
         context = rng.standard_normal((len(streams), D, K)).astype(np.float32)
         args = (h, context, [7 + i for i in streams], [call - i for i in streams], STEPS, DEFAULT_GUIDANCE)
         np.testing.assert_allclose(graphed.locdit(*args), eager.locdit(*args), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_video_encoder_goes_on_from_its_gpu_state_as_the_whole_clip_does(autocast):
+    """The GPU backend's video-encoder states (`FrameWindow.resume`, kept in the autocast dtype on
+    the device): two streams' new frames alone, batched, give the tokens of their whole clips."""
+    model = tiny_model().cuda()
+    backend = TorchBackend(model, autocast=autocast)
+    video = model.config.svac.video
+    clips = np.random.default_rng(2).integers(0, 256, (2, 12, 3, *video.frame_size), np.uint8)
+    whole = np.stack(TorchBackend(model, autocast=autocast).video_encoder(clips))
+    tokens, done = [], 0
+    for n in (2, 3, 1, 6):
+        windows = [FrameWindow(name, done, resume=done > 0) for name in ("a", "b")]
+        out = backend.video_encoder(clips[:, done : done + n], windows)
+        assert all(isinstance(t, np.ndarray) for t in out)
+        tokens.append(np.stack(out))
+        done += n
+    tolerance = 1e-4 if autocast is None else 3e-2
+    np.testing.assert_allclose(np.concatenate(tokens, axis=1), whole, atol=tolerance, rtol=tolerance)
