@@ -177,27 +177,28 @@ def test_a_malformed_triton_request_is_an_input_error(sizes, change, message):
         lm_steps(arrays)
 
 
-def stage_windows(clip: np.ndarray, context_frames: int, sizes: list[int]) -> list[tuple]:
-    """The video-encoder stage's windows of one stream "v": (pixels, FrameWindow, first new frame) of
-    each call, its new frames after up to `context_frames` frames of context."""
+def streamed_clip(model, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """A random clip (1, T, 3, h, w) of one stream "v", its whole-clip tokens, and the video-encoder
+    stage's windows of calls of 2, 3, 1, 6 and 4 new frames: (pixels, FrameWindow, first new frame),
+    the new frames after up to the encoder's context."""
+    video = model.config.svac.video
+    context_frames = video.depth * (video.max_frames - 1)
+    clip = np.random.default_rng(seed).integers(0, 256, (1, frames, 3, *video.frame_size), np.uint8)
     windows, done = [], 0
-    for n in sizes:
+    for n in (2, 3, 1, 6, 4):
         first = max(0, done - context_frames)
-        windows.append((clip[first : done + n], FrameWindow("v", first, done - first), done))
+        windows.append((clip[0, first : done + n], FrameWindow("v", first, done - first), done))
         done += n
-    return windows
+    return clip, TorchBackend(model).video_encoder(clip)[0], windows
 
 
 def test_the_video_encoder_goes_on_from_each_streams_state_or_encodes_the_whole_window(model):
     """`VideoEncoderStates`: a stream's next window costs only its new frames (its context pixels are
     not even read: zeros there change nothing), and a backend without the state (another worker)
     encodes the window whole; both give the tokens of the whole clip."""
-    video = model.config.svac.video
-    context_frames = video.depth * (video.max_frames - 1)
-    clip = np.random.default_rng(0).integers(0, 256, (1, 16, 3, *video.frame_size), np.uint8)
-    whole = TorchBackend(model).video_encoder(clip)[0]
+    clip, whole, windows = streamed_clip(model, 16, seed=0)
     going_on = TorchBackend(model)
-    for window, frame_window, done in stage_windows(clip[0], context_frames, [2, 3, 1, 6, 4]):
+    for window, frame_window, done in windows:
         blank = window.copy()
         blank[: frame_window.context] = 0
         tokens = going_on.video_encoder(blank[None], [frame_window])[0]
@@ -234,12 +235,9 @@ def test_a_resumed_window_sends_new_frames_only_and_a_backend_without_the_state_
     """`FrameWindow.resume`: a stream's new frames alone go on from its state; where the backend has
     none (another worker, a restart), that row alone is a VideoStateLostError and the stage's
     fallback (the window with its context) gives the same tokens."""
-    video = model.config.svac.video
-    context_frames = video.depth * (video.max_frames - 1)
-    clip = np.random.default_rng(1).integers(0, 256, (1, 18, 3, *video.frame_size), np.uint8)
-    whole = TorchBackend(model).video_encoder(clip)[0]
+    clip, whole, windows = streamed_clip(model, 18, seed=1)
     going_on = TorchBackend(model)
-    for window, frame_window, done in stage_windows(clip[0], context_frames, [2, 3, 1, 6, 4]):
+    for window, frame_window, done in windows:
         new = window[frame_window.context :]
         resumed = FrameWindow("v", done, resume=done > 0)
         tokens = going_on.video_encoder(new[None], [resumed])[0]
