@@ -106,11 +106,16 @@ def test_four_concurrent_streams_each_get_their_own_audio(cluster, clip):
 
 
 def stream_while_killing(
-    address: str, frames: np.ndarray, seed: int, pid_file: Path, retries: int | None = None
+    address: str,
+    frames: np.ndarray,
+    seed: int,
+    pid_file: Path,
+    retries: int | None = None,
+    realtime: bool = False,
 ) -> tuple[list, list[Exception], bool]:
-    """Streams `frames` (long enough to be still running when the kill lands) and SIGKILLs the
-    process in `pid_file` once 3 chunks came; returns the chunks, the call's errors and whether the
-    call was still running 240 s later."""
+    """Streams `frames` (long enough to be still running when the kill lands; `realtime`: at 4 fps)
+    and SIGKILLs the process in `pid_file` once 3 chunks came; returns the chunks, the call's errors
+    and whether the call was still running 240 s later."""
     chunks: list = []
     errors: list[Exception] = []
     options = {} if retries is None else {"retries": retries}
@@ -118,7 +123,9 @@ def stream_while_killing(
     def run() -> None:
         try:
             with SwanSphereClient(address, timeout_s=240, **options) as client:
-                chunks.extend(client.generate(frames, seed=seed, steps=STEPS, frames_per_message=2))
+                chunks.extend(
+                    client.generate(frames, seed=seed, steps=STEPS, frames_per_message=2, realtime=realtime)
+                )
         except Exception as err:
             errors.append(err)
 
@@ -160,6 +167,25 @@ def test_a_stage_killed_mid_stream_loses_no_chunk(cluster, clip, stage):
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     expected = generate(model, frames, settings=GenerationSettings(seed=21, steps=STEPS))
     assert audio.shape == expected.shape
+    assert np.max(np.abs(audio - expected)) <= 1e-4
+
+
+def test_triton_killed_mid_stream_loses_no_chunk(cluster, clip):
+    """SIGKILL Triton while a stream runs: the stages back off until the supervisor has it back, its
+    models come back without the stream's states, so the video-encoder stage sends the next frames
+    again with their context (`VideoStateLostError`) and the LM replays the stream
+    (`LMStateLostError`); the client still gets every chunk once, in order, with the embedded audio."""
+    address, run_dir, model = cluster
+    frames = np.concatenate([clip.frames] * 4)  # 12 s at 4 fps: frames still come after the restart
+    pid_file = run_dir / "triton.pid"
+    old = int(pid_file.read_text())
+    chunks, errors, hung = stream_while_killing(address, frames, seed=22, pid_file=pid_file, realtime=True)
+    assert not hung and not errors, errors
+    assert [c.patch_index for c in chunks] == list(range(65))
+    assert int(pid_file.read_text()) != old, "the supervisor did not restart Triton"
+    local_cluster.wait_serving(address, 240.0)
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    expected = generate(model, frames, settings=GenerationSettings(seed=22, steps=STEPS))
     assert np.max(np.abs(audio - expected)) <= 1e-4
 
 
