@@ -125,7 +125,12 @@ def test_metrics_endpoint_serves_the_shared_metrics(channel, closed_port):
     finally:
         server.shutdown()
         server.server_close()
-    for name in ("swansphere_stage_latency_seconds", "swansphere_queue_depth", "swansphere_active_streams"):
+    for name in (
+        "swansphere_stage_latency_seconds",
+        "swansphere_queue_depth",
+        "swansphere_active_streams",
+        "swansphere_states_lost_total",
+    ):
         assert f"# TYPE {name} " in text
     assert f'swansphere_grpc_requests_total{{code="OK",method="{ENCODE}"}}' in text
 

@@ -1,6 +1,7 @@
 """Stage logic without servers (DESIGN §2): the same stages as embedded mode, driven through
 transports that reorder and redeliver, with LM state lost, and with bad messages."""
 
+import logging
 import random
 
 import numpy as np
@@ -144,13 +145,17 @@ class ForgetfulBackend(TorchBackend):
         return results
 
 
-def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames):
-    """A backend that keeps no LM state at all (a restarted or evicted worker every patch)."""
+def test_lost_lm_state_is_replayed_from_the_stored_inputs(model, frames, caplog):
+    """A backend that keeps no LM state at all (a restarted or evicted worker every patch); each
+    replay is logged (and counted by the service's metric, `Stage.on_states_lost`)."""
     expected = generate(model, frames, settings=SETTINGS)
     forgetful = ForgetfulBackend(model)
-    chunks = run_stream(model, frames, MemoryTransport(), MemoryStateStore(), forgetful)
+    with caplog.at_level(logging.INFO, logger="swansphere.serving.stages"):
+        chunks = run_stream(model, frames, MemoryTransport(), MemoryStateStore(), forgetful)
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     assert np.max(np.abs(audio - expected)) <= 1e-5
+    replays = [r for r in caplog.records if r.getMessage() == "backend state lost, rebuilding it"]
+    assert replays and all(r.stage == "spatial_lm" and r.streams == 1 for r in replays)
 
 
 class EndRecordingBackend(TorchBackend):
@@ -266,6 +271,8 @@ def test_the_stage_sends_each_frame_once_and_its_context_again_only_to_a_backend
     frames = (np.random.default_rng(8).random((14, 64, 128, 3)) * 255).astype(np.uint8)
     backend = FrameCountingBackend(model)
     stage = build_stages(backend, MemoryStateStore())["video_encoder"]
+    lost: list[int] = []
+    stage.on_states_lost = lost.append
     tokens, start = [], 0
     for size in (2, 3, 4, 2, 3):
         if start == 9:
@@ -274,7 +281,7 @@ def test_the_stage_sends_each_frame_once_and_its_context_again_only_to_a_backend
         tokens += [message.tensors["tokens"] for _, message in out]
         start += size
     context = stage.context_frames
-    assert backend.frames_sent == [2, 3, 4, 2, min(9, context) + 2, 3]
+    assert backend.frames_sent == [2, 3, 4, 2, min(9, context) + 2, 3] and lost == [1]
     whole = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
     assert np.max(np.abs(np.concatenate(tokens) - whole)) <= 1e-5
 

@@ -12,6 +12,13 @@ STAGE_LATENCY = Histogram(
 )
 """0.186 s is one patch of audio: a step slower than that cannot keep a stream real-time."""
 QUEUE_DEPTH = Gauge("swansphere_queue_depth", "Messages waiting in a stage's input.", ["stage"])
+STATES_LOST = Counter(
+    "swansphere_states_lost",
+    "Streams whose state a stage rebuilt: its Triton model had lost it (restart, eviction, another pod).",
+    ["stage"],
+)
+"""Exported as swansphere_states_lost_total (`Stage.on_states_lost`): each is an LM replay or a video
+context window resent; a steady rate means the state budget or the routing is off."""
 ACTIVE_STREAMS = Gauge("swansphere_active_streams", "Streams this process is serving now.")
 REQUESTS = Counter(
     "swansphere_grpc_requests", "Finished gRPC calls by full method name and status code.", ["method", "code"]

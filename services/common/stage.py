@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from services.common.admin import AdminServicer
 from services.common.logging import configure_logging
-from services.common.metrics import QUEUE_DEPTH, STAGE_LATENCY, start_metrics_server
+from services.common.metrics import QUEUE_DEPTH, STAGE_LATENCY, STATES_LOST, start_metrics_server
 from services.common.server import AddServicer, build_server, serve_forever
 from services.common.settings import ServiceSettings, load_settings
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
@@ -73,6 +73,7 @@ def run_stage(
     transport = RedisTransport(settings.redis_url, min_idle_ms=settings.min_idle_ms)
     store = RedisStateStore(settings.redis_url, lock_lease_ms=settings.lock_lease_ms)
     stage = build_stages(backend, store)[name]
+    stage.on_states_lost = STATES_LOST.labels(name).inc
     ready = threading.Event()
     admin = AdminServicer(
         name, settings.model_repository, ready.is_set, lambda: transport.depth(name, name), lambda: 0

@@ -15,6 +15,7 @@ each output once per success. Topics:
 """
 
 import json
+import logging
 import math
 import time
 from collections import defaultdict
@@ -40,6 +41,8 @@ MAX_STEPS = 200
 """Upper bound on solver steps per patch; more buys nothing and would stall a stream."""
 MAX_DURATION_S = 600.0
 """Longest stream, video or text-only (10 minutes)."""
+
+log = logging.getLogger(__name__)
 
 
 def out_topic(stream_id: str) -> str:
@@ -88,7 +91,8 @@ class StreamSpec:
 
 
 class Stage:
-    """Common bookkeeping: wall time spent in the backend, per stage, for metrics and `bench`."""
+    """Common bookkeeping: wall time spent in the backend, per stage, for metrics and `bench`, and the
+    streams whose state the backend had lost."""
 
     name = ""
 
@@ -97,6 +101,15 @@ class Stage:
         self.store = store
         self.config = backend.config
         self.seconds: dict[str, float] = defaultdict(float)
+        self.on_states_lost: Callable[[int], None] | None = None
+        """Told how many streams of a call the backend had no state for (a Triton restart, an eviction,
+        another pod) and the stage rebuilt it for: the service's metric. Each costs a replay (LM) or a
+        context window (video encoder); a steady rate means the state budget or routing is off."""
+
+    def _states_lost(self, streams: int) -> None:
+        log.info("backend state lost, rebuilding it", extra={"stage": self.name, "streams": streams})
+        if self.on_states_lost is not None:
+            self.on_states_lost(streams)
 
     def handle(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:
         """Process a batch of messages (possibly of several streams); returns what to publish."""
@@ -233,6 +246,8 @@ class VideoEncoderStage(Stage):
         eviction, another instance) go again with their context frames, read from the store."""
         tokens = self._encode_windows(jobs, resume=True)
         lost = [i for i, t in enumerate(tokens) if isinstance(t, VideoStateLostError)]
+        if lost:
+            self._states_lost(len(lost))
         again = self._encode_windows(self._with_context([jobs[i] for i in lost])) if lost else []
         for i, t in zip(lost, again, strict=True):
             if isinstance(t, VideoStateLostError):  # a window with its context cannot be lost
@@ -440,6 +455,8 @@ class SpatialLMStage(Stage):
         steps = [self._lm_step(job, job.t) for job in jobs]
         results = self.backend.spatial_lm(steps) if steps else []
         lost = [i for i, result in enumerate(results) if isinstance(result, LMStateLostError)]
+        if lost:
+            self._states_lost(len(lost))
         replayed = self.backend.spatial_lm([self._lm_step(jobs[i], 0) for i in lost]) if lost else []
         for i, result in zip(lost, replayed, strict=True):
             if isinstance(result, LMStateLostError):  # a replay starts the stream: it cannot be lost
