@@ -267,10 +267,12 @@ class FrameCountingBackend(TorchBackend):
 def test_the_stage_sends_each_frame_once_and_its_context_again_only_to_a_backend_that_lost_it(model):
     """While the backend keeps a stream's encoder state the stage sends only new frames; after a
     restart (`reset`) the resumed call comes back lost and the stage sends the window again with the
-    context frames it reads from the store. The tokens are those of the whole clip either way."""
+    context frames it reads from the store, which keeps no older frame. The tokens are those of the
+    whole clip either way."""
     frames = (np.random.default_rng(8).random((14, 64, 128, 3)) * 255).astype(np.uint8)
     backend = FrameCountingBackend(model)
-    stage = build_stages(backend, MemoryStateStore())["video_encoder"]
+    store = MemoryStateStore()
+    stage = build_stages(backend, store)["video_encoder"]
     lost: list[int] = []
     stage.on_states_lost = lost.append
     tokens, start = [], 0
@@ -282,6 +284,9 @@ def test_the_stage_sends_each_frame_once_and_its_context_again_only_to_a_backend
         start += size
     context = stage.context_frames
     assert backend.frames_sent == [2, 3, 4, 2, min(9, context) + 2, 3] and lost == [1]
+    # The store keeps only the context of the next frames: all a fallback reads.
+    kept = store.get_many("v", [f"frame@{i}" for i in range(14)])
+    assert [i for i, blob in enumerate(kept) if blob is not None] == list(range(14 - context, 14))
     whole = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
     assert np.max(np.abs(np.concatenate(tokens) - whole)) <= 1e-5
 
@@ -428,7 +433,7 @@ def _counted(name: str):
 
 
 for _name in [
-    *("get", "get_many", "get_each", "set", "set_each", "set_once", "set_once_each"),
+    *("get", "get_many", "get_each", "set", "set_each", "set_once", "set_once_each", "unset_each"),
     *("append", "append_each", "items", "items_each", "lock", "lock_each"),
 ]:
     setattr(RoundTripStore, _name, _counted(_name))

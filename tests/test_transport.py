@@ -318,6 +318,8 @@ def test_state_store_operations_on_several_streams_at_once(store, redis_url):
     assert store.append_each("tokens", {"a": b"t1"}) == {"a": 2}
     assert store.items_each("tokens", {"a": 1, "b": 0, "c": 0}) == {"a": [b"t1"], "b": [b"u0"], "c": []}
     assert store.get("a", "spec") == b"1" and store.items("a", "tokens") == [b"t0", b"t1"]
+    store.unset_each({"b": ["x", "absent"], "c": []})
+    assert store.get_each({"a": ["next"], "b": ["next", "x"]}) == {"a": [b"4"], "b": [b"5", None]}
     raw = redis.Redis.from_url(redis_url)
     assert all(0 < raw.ttl(key) <= 60 for key in raw.keys("ss:state:*"))
     raw.close()

@@ -335,6 +335,12 @@ class RedisStateStore:
         if values:
             self._write(values, lambda pipe: [pipe.hset(bases[s], mapping=v) for s, v in values.items()])
 
+    def unset_each(self, keys: Mapping[str, Sequence[str]]) -> None:
+        keys = {stream: list(names) for stream, names in keys.items() if names}
+        bases = {stream: self._base(stream) for stream in keys}
+        if keys:
+            self._write(keys, lambda pipe: [pipe.hdel(bases[s], *names) for s, names in keys.items()])
+
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         return self.set_once_each([(stream_id, key, value)])[0]
 

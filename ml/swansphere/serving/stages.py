@@ -297,6 +297,11 @@ class VideoEncoderStage(Stage):
         )
         self.store.append_each("encoded", {job.stream: f"{job.done}:{job.count}".encode() for job in jobs})
         self.store.set_each({job.stream: {"frames": str(job.count).encode()} for job in jobs})
+        # Frames before the context of a stream's next frames are never read again (a fallback reads
+        # only that context): a 10-minute stream at the paper's frame size would keep 720 MB.
+        ctx = self.context_frames
+        leaving = {job.stream: range(max(0, job.done - ctx), max(0, job.count - ctx)) for job in jobs}
+        self.store.unset_each({stream: [f"frame@{i}" for i in old] for stream, old in leaving.items() if old})
         out = []
         for job, t in zip(jobs, tokens, strict=True):
             out.append((SPATIAL_LM, Envelope(job.stream, "tokens", job.done, tensors={"tokens": t})))

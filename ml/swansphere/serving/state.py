@@ -33,6 +33,10 @@ class StateStore(Protocol):
         """`set` of each stream (stream -> its values), in one round trip and all at once."""
         ...
 
+    def unset_each(self, keys: Mapping[str, Sequence[str]]) -> None:
+        """Remove these keys of each stream (stream -> its keys), in one round trip."""
+        ...
+
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         """Set `key` only if it is unset; True if this call set it (an emit-once guard)."""
         ...
@@ -94,6 +98,11 @@ class MemoryStateStore:
     def set_each(self, values: Mapping[str, Mapping[str, bytes]]) -> None:
         for stream, stream_values in values.items():
             self._values[stream].update(stream_values)
+
+    def unset_each(self, keys: Mapping[str, Sequence[str]]) -> None:
+        for stream, names in keys.items():
+            for key in names:
+                self._values[stream].pop(key, None)
 
     def set_once(self, stream_id: str, key: str, value: bytes) -> bool:
         return self.set_once_each([(stream_id, key, value)])[0]
