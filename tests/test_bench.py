@@ -124,26 +124,49 @@ def test_fast_sampler_equals_euler_over_guided_velocities(guidance):
     assert not torch.allclose(fast, noise), "the randomised model moves the sample"
 
 
+def decoder_window(model, latents: np.ndarray, t: int) -> np.ndarray:
+    """The decoder stage's window of patch t of a stream's latents (D, T): its context, then the patch."""
+    P, context = model.config.patch_frames, model.vae.decoder_context_frames
+    end = (t + 1) * P
+    return latents[:, max(0, end - P - context) : end]
+
+
 def test_decoder_states_give_the_stateless_windows_audio(model):
     """Windows decoded in stream order hit the stored states; a backend that stores none decodes
     every window whole. Same audio, also with two streams batched and one of them restarted."""
     rng = np.random.default_rng(0)
-    P, context = model.config.patch_frames, model.vae.decoder_context_frames
+    P = model.config.patch_frames
     streams = [rng.standard_normal((16, 8 * P)).astype(np.float32) for _ in range(2)]
-
-    def windows(latents: np.ndarray, t: int) -> np.ndarray:
-        end = (t + 1) * P
-        return latents[:, max(0, end - P - context) : end]
 
     cached, stateless = TorchBackend(model), TorchBackend(model, decoder_capacity=0)
     for t in range(8):  # windows grow to their full context + patch by t = 5
-        batch = np.stack([windows(latents, t) for latents in streams])
+        batch = np.stack([decoder_window(model, latents, t) for latents in streams])
         assert np.max(np.abs(cached.vae_decoder(batch) - stateless.vae_decoder(batch))) <= 1e-5
     assert len(cached.decoder_states._states) == 2, "one state per stream: each hit replaced its entry"
     restarted = TorchBackend(model)  # another worker: patch 6 misses, patch 7 hits what 6 filed
     for t in (6, 7):
-        batch = np.stack([windows(streams[0], t)])
+        batch = np.stack([decoder_window(model, streams[0], t)])
         assert np.max(np.abs(restarted.vae_decoder(batch) - stateless.vae_decoder(batch))) <= 1e-5
+
+
+def test_a_streams_consecutive_patches_in_one_batch_go_on_from_each_others_state(model, monkeypatch):
+    """A burst puts a stream's patches 5, 6 and 7 in one decoder call (in any order): only patch 5's
+    window, whose context no state follows, is decoded whole; 6 and 7 go on, in later rounds of the
+    call, from the state the patch before left. Same audio as decoding every window whole."""
+    latents = np.random.default_rng(1).standard_normal((16, 8 * model.config.patch_frames)).astype(np.float32)
+    batch = np.stack([decoder_window(model, latents, t) for t in (7, 5, 6)])
+    cached, stateless = TorchBackend(model), TorchBackend(model, decoder_capacity=0)
+    calls = []
+    stream = cached.decoder.stream
+
+    def counted(frames, state):
+        calls.append((len(frames), frames.shape[-1], state is None))
+        return stream(frames, state)
+
+    monkeypatch.setattr(cached.decoder, "stream", counted)
+    assert np.max(np.abs(cached.vae_decoder(batch) - stateless.vae_decoder(batch))) <= 1e-5
+    P = model.config.patch_frames
+    assert calls == [(1, batch.shape[-1], True), (1, P, False), (1, P, False)]
 
 
 def test_bf16_autocast_backend_runs_on_cpu(model):
