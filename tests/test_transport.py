@@ -107,7 +107,53 @@ def test_the_same_publish_receive_ack_contract_holds_behind_every_transport(any_
     any_transport.ack(got[1:], group)  # one call for several
     assert any_transport.depth(topic, group) == 0
     assert any_transport.receive(topic, group, "w1", count=10, block_ms=200) == []
-    any_transport.delete(topic)
+
+    # A worker's end of a batch: its outputs published, its inputs acked (a group per topic: Kafka
+    # rebalances a group whose members subscribe to different topics).
+    inputs, outputs = unique("stage"), unique("stage")
+    any_transport.publish_all([(inputs, item) for item in sent])
+    got = receive_all(any_transport, inputs, inputs, "w1", 3)
+    any_transport.publish_and_ack([(outputs, item) for item in sent[:2]], got, inputs)
+    assert any_transport.depth(inputs, inputs) == 0
+    assert any_transport.receive(inputs, inputs, "w1", count=10, block_ms=200) == []
+    handed_on = receive_all(any_transport, outputs, outputs, "w1", 2)
+    assert [d.message.key for d in handed_on] == [item.key for item in sent[:2]]
+    for topic_ in (topic, inputs, outputs):
+        any_transport.delete(topic_)
+
+
+@pytest.fixture
+def round_trips(monkeypatch) -> list[int]:
+    """Counts Redis round trips (one send per command or pipeline) from here on."""
+    count = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        count[0] += 1
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return count
+
+
+def test_redis_a_worker_hands_a_batch_on_and_locks_its_streams_in_one_round_trip_each(
+    redis_transport, store, round_trips
+):
+    """Each round trip is paid on every stage call of every patch: outputs and acks go in one
+    transaction, a lock of several streams is taken in one and given back in one."""
+    redis_transport.publish_all([("locdit", message(f"s{i}", 0, seed=i)) for i in range(4)])
+    got = redis_transport.receive("locdit", "stage", "w1", count=10, block_ms=100)
+    with store.lock_each(["s0"], "spatial_lm"):  # both clients connected
+        pass
+    round_trips[0] = 0
+    redis_transport.publish_and_ack([("vae_decoder", d.message) for d in got], got, "stage")
+    assert round_trips[0] == 1
+    assert redis_transport.depth("locdit", "stage") == 0
+
+    round_trips[0] = 0
+    with store.lock_each(["s0", "s1", "s2"], "spatial_lm"):
+        assert round_trips[0] == 1
+    assert round_trips[0] == 2
 
 
 def test_redis_a_blocked_reader_gets_a_published_batch_at_once(redis_transport):

@@ -137,6 +137,13 @@ class KafkaTransport:
                 deliveries.append(Delivery(record.topic, message, receipt, tp in unread))
         return deliveries
 
+    def publish_and_ack(
+        self, messages: Sequence[tuple[str, Envelope]], deliveries: Sequence[Delivery], group: str
+    ) -> None:
+        """Records and offset commits go to different brokers' APIs: one after the other."""
+        self.publish_all(messages)
+        self.ack(deliveries, group)
+
     def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """Commits, per partition, the highest offset acked + 1, one commit per consumer that holds some."""
         highest: dict[TopicPartition, int] = {}

@@ -144,14 +144,23 @@ class RedisTransport:
         """One round trip for the lot, as one transaction: Redis wakes a reader blocked on a topic
         after each command otherwise, so a batch's outputs for the next stage (several streams'
         patches) would reach it one by one instead of as the batch it can compute at once."""
+        self.publish_and_ack(messages, [], "")
+
+    def publish_and_ack(
+        self, messages: Sequence[tuple[str, Envelope]], deliveries: Sequence[Delivery], group: str
+    ) -> None:
+        """The outputs and the acks in the same transaction: one round trip, and a worker that loses
+        Redis halfway has either handed a batch on and acked it, or done neither (redelivery)."""
         pipe = self._redis.pipeline(transaction=True)
         for topic, message in messages:
             key = self._key(topic)
             pipe.xadd(key, {FIELD: encode(message)}, maxlen=self.maxlen, approximate=True)
             if self.ttl_s is not None:
                 pipe.expire(key, self.ttl_s)
-        with _reaching(self.url):
-            pipe.execute()
+        self._xack(pipe, deliveries, group)
+        if len(pipe):
+            with _reaching(self.url):
+                pipe.execute()
 
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """Entries other consumers left idle past `min_idle_ms` and this consumer's own pending ones
@@ -219,16 +228,15 @@ class RedisTransport:
 
     def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """One XACK per topic, in one round trip."""
+        self.publish_and_ack([], deliveries, group)
+
+    def _xack(self, pipe: Pipeline, deliveries: Sequence[Delivery], group: str) -> None:
+        """One XACK per topic."""
         receipts: dict[str, list[str]] = {}
         for delivery in deliveries:
             receipts.setdefault(self._key(delivery.topic), []).append(delivery.receipt)
-        if not receipts:
-            return
-        pipe = self._redis.pipeline(transaction=False)
         for key, ids in receipts.items():
             pipe.xack(key, group, *ids)
-        with _reaching(self.url):
-            pipe.execute()
 
     def depth(self, topic: str, group: str) -> int:
         """Pending (delivered, unacked) plus lag (not yet delivered), by `_DEPTH`. Before the group
@@ -281,7 +289,6 @@ class RedisStateStore:
         self.url, self.ttl_s, self.prefix = url, ttl_s, prefix
         self.lock_lease_ms, self.lock_timeout_s = lock_lease_ms, lock_timeout_s
         self._redis = _connect(url, timeout_s)
-        self._release = self._redis.register_script(_RELEASE)
 
     def _base(self, stream_id: str) -> str:
         if "{" in stream_id or "}" in stream_id:
@@ -418,12 +425,12 @@ class RedisStateStore:
                 )
 
     def _unlock(self, names: Sequence[str], token: str) -> int:
-        """Releases the leases `names` that still hold `token`; how many did."""
+        """Releases the leases `names` that still hold `token`; how many did. EVAL, not the registered
+        script: a pipeline of registered scripts first asks Redis whether it has them (SCRIPT EXISTS),
+        a second round trip each time; Redis caches the compiled script either way."""
         if not names:
             return 0
-        return sum(
-            self._read(lambda pipe: [self._release(keys=[n], args=[token], client=pipe) for n in names])
-        )
+        return sum(self._read(lambda pipe: [pipe.eval(_RELEASE, 1, name, token) for name in names]))
 
     def delete(self, stream_id: str) -> None:
         """Drops the values and lists; a held lock is left to its lease."""

@@ -45,6 +45,13 @@ class Transport(Protocol):
         """Done with `deliveries`: they will not be delivered to `group` again."""
         ...
 
+    def publish_and_ack(
+        self, messages: Sequence[tuple[str, Envelope]], deliveries: Sequence[Delivery], group: str
+    ) -> None:
+        """`publish_all(messages)`, then `ack(deliveries, group)`: what a worker does after each batch,
+        in one round trip where the server allows it."""
+        ...
+
     def depth(self, topic: str, group: str) -> int:
         """Messages of `topic` not yet acked by `group` (queue depth, for metrics and autoscaling)."""
         ...
@@ -73,6 +80,12 @@ class MemoryTransport:
 
     def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """Nothing to do: an in-process message is gone once received."""
+
+    def publish_and_ack(
+        self, messages: Sequence[tuple[str, Envelope]], deliveries: Sequence[Delivery], group: str
+    ) -> None:
+        self.publish_all(messages)
+        self.ack(deliveries, group)
 
     def depth(self, topic: str, group: str) -> int:
         return len(self._queues[topic])

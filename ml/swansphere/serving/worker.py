@@ -1,8 +1,9 @@
-"""Runs one stage over a transport: receive a batch, handle it, publish the results, then ack.
+"""Runs one stage over a transport: receive a batch, handle it, publish the results and ack.
 
-Acking after publishing gives at-least-once delivery; stages are idempotent on a message's key, so a
-worker that dies between the two only causes a redelivery, and a stateful stage first replays what the
-dead worker may have computed but not published (`Stage.replay`). A message the stage rejects (InputError)
+Acking with publishing (Redis: one transaction) or after it (Kafka) gives at-least-once delivery;
+stages are idempotent on a message's key, so a worker that dies before acking only causes a
+redelivery, and a stateful stage first replays what the dead worker may have computed but not
+published (`Stage.replay`). A message the stage rejects (InputError)
 fails its own stream, not the worker: the stream gets an `error` message on its chunk topic, which
 the gateway turns into INVALID_ARGUMENT. Anything else (Triton or Redis down) leaves the batch
 unacked for redelivery and backs off.
@@ -55,8 +56,7 @@ class StageWorker:
             outputs += self.stage.handle([d.message for d in deliveries])
         except InputError:
             outputs += self._one_by_one(deliveries)
-        self.transport.publish_all(outputs)
-        self.transport.ack(deliveries, name)
+        self.transport.publish_and_ack(outputs, deliveries, name)
         if self.on_batch is not None:
             self.on_batch(len(deliveries), time.perf_counter() - start)
         return len(deliveries)
