@@ -141,14 +141,16 @@ def test_redis_a_worker_hands_a_batch_on_and_locks_its_streams_in_one_round_trip
 ):
     """Each round trip is paid on every stage call of every patch: outputs and acks go in one
     transaction, a lock of several streams is taken in one and given back in one."""
-    redis_transport.publish_all([("locdit", message(f"s{i}", 0, seed=i)) for i in range(4)])
-    got = redis_transport.receive("locdit", "stage", "w1", count=10, block_ms=100)
+    inputs, outputs = unique("locdit"), unique("vae_decoder")
+    redis_transport.publish_all([(inputs, message(f"s{i}", 0, seed=i)) for i in range(4)])
+    got = redis_transport.receive(inputs, "stage", "w1", count=10, block_ms=100)
     with store.lock_each(["s0"], "spatial_lm"):  # both clients connected
         pass
     round_trips[0] = 0
-    redis_transport.publish_and_ack([("vae_decoder", d.message) for d in got], got, "stage")
+    redis_transport.publish_and_ack([(outputs, d.message) for d in got], got, "stage")
     assert round_trips[0] == 1
-    assert redis_transport.depth("locdit", "stage") == 0
+    assert redis_transport.depth(inputs, "stage") == 0
+    assert redis_transport.depth(outputs, "stage") == 4
 
     round_trips[0] = 0
     with store.lock_each(["s0", "s1", "s2"], "spatial_lm"):
