@@ -140,7 +140,8 @@ class KafkaTransport:
     def publish_and_ack(
         self, messages: Sequence[tuple[str, Envelope]], deliveries: Sequence[Delivery], group: str
     ) -> None:
-        """Records and offset commits go to different brokers' APIs: one after the other."""
+        """Publish, then commit the offsets: a worker that dies between the two has its batch
+        redelivered, which the stages' idempotence absorbs."""
         self.publish_all(messages)
         self.ack(deliveries, group)
 
