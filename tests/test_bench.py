@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers_model import step_one, tiny_model
 
+from swansphere.bench import StreamRun
 from swansphere.cli import main
 from swansphere.models.locdit import LocDiT, LocDiTConfig
 from swansphere.models.sampler import Guidance, cosine_time_grid, euler, guided_velocity, sample_patch
@@ -40,7 +41,7 @@ def positive(value: object) -> bool:
 
 
 def test_bench_reports_first_chunk_stages_and_both_baselines(capsys):
-    report = run_json(capsys, "--seconds", "2", "--steps", "2")
+    report = run_json(capsys, "--seconds", "2", "--steps", "2", "--rounds", "3")
     for key in (
         "time_to_first_chunk_s",
         "real_time_factor",
@@ -55,9 +56,12 @@ def test_bench_reports_first_chunk_stages_and_both_baselines(capsys):
     assert report["stages"].keys() >= STAGE_KEYS and report["first_chunk_stages"].keys() == STAGE_KEYS
     assert all(positive(report["stages"][key]) for key in STAGE_KEYS)
     assert all(isinstance(value, float) and value >= 0 for value in report["stages"].values())
+    live = report["live"]
+    assert positive(live["time_to_first_chunk_s"]) and live["stages"].keys() == STAGE_KEYS
+    assert all(positive(value) for value in live["stages"].values())
     concurrency = report["concurrency"]
-    assert concurrency["streams"] == 1
-    assert concurrency["time_to_first_chunk_p99_s"] == pytest.approx(report["time_to_first_chunk_s"])
+    assert concurrency["streams"] == 1 and report["rounds"] == 3
+    assert concurrency["time_to_first_chunk_p50_s"] == pytest.approx(report["time_to_first_chunk_s"])
     params = report["params"]
     assert params["generator"] == params["spatial_lm"] + params["locdit"] + params["history"]
     assert 0.5 < params["global_dit"] / params["generator"] < 2.0, "a global DiT of similar size"
@@ -67,7 +71,9 @@ def test_bench_reports_first_chunk_stages_and_both_baselines(capsys):
 
 
 def test_concurrent_streams_share_one_pipeline(capsys):
-    report = run_json(capsys, "--seconds", "1", "--steps", "1", "--streams", "3", "--threads", "1")
+    report = run_json(
+        capsys, "--seconds", "1", "--steps", "1", "--streams", "3", "--threads", "1", "--rounds", "2"
+    )
     concurrency = report["concurrency"]
     assert concurrency["streams"] == 3
     p50, p99 = concurrency["time_to_first_chunk_p50_s"], concurrency["time_to_first_chunk_p99_s"]
@@ -83,6 +89,7 @@ def test_concurrent_streams_share_one_pipeline(capsys):
         (["--seconds", "0"], "seconds must be"),
         (["--steps", "0"], "steps must be"),
         (["--threads", "0"], "threads must be"),
+        (["--rounds", "0"], "rounds must be"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_code_2(capsys, arguments, message):
@@ -192,3 +199,30 @@ def test_reset_forgets_every_stream(model):
     assert len(backend.decoder_states._states) == 0
     with pytest.raises(LMStateLostError, match="stream s has no state"):
         step_one(backend, "s", 1, video, z, None)
+
+
+def test_rounds_pool_every_first_chunk_and_add_up_times():
+    """Rounds of a measurement: every stream's first chunk kept, times and audio added up (so the real-
+    time factor and the seconds per patch are means), the first chunk's stage costs averaged."""
+    runs = [
+        StreamRun(
+            [0.1, 0.3],
+            wall_s=2.0,
+            audio_s=4.0,
+            patches=22,
+            stage_s={"a": 1.0},
+            first_chunk_stage_s={"a": 0.02},
+        ),
+        StreamRun(
+            [0.2, 0.4],
+            wall_s=1.0,
+            audio_s=4.0,
+            patches=22,
+            stage_s={"a": 0.5},
+            first_chunk_stage_s={"a": 0.04},
+        ),
+    ]
+    pooled = StreamRun.pooled(runs)
+    assert pooled.first_chunk_s == [0.1, 0.3, 0.2, 0.4] and pooled.patches == 22
+    assert pooled.wall_s / pooled.audio_s == pytest.approx(3.0 / 8.0)
+    assert pooled.stage_s == {"a": 1.5} and pooled.first_chunk_stage_s == {"a": pytest.approx(0.03)}

@@ -7,6 +7,11 @@ Everything is measured in one run, on one machine, with one random-init model of
   is from the first frame in to the first FOA chunk out; the real-time factor is the wall time of
   the whole clip over its duration; stages are the seconds each stage's backend calls took, per
   patch (the paper's breakdown: spatial LM, LocDiT, video encoder, VAE decoder).
+- live: one stream whose frames arrive at 4 fps in real time, as a camera's do. Each patch's stages
+  then start on a core that waited since the last one, and cost more than in the back-to-back
+  streaming run: what a live stream pays, and the case of service mode's stage processes, each of
+  which waits for its next request (docs/benchmarks.md, "Rounds, and what a live stream's stages
+  cost").
 - full sequence: the same model and pipeline given the whole clip at once, every patch generated
   before the first sample is returned (how a non-streaming system answers).
 - global DiT: one DiT (our LocDiT class, its "patch" the whole clip, no boundary context) with
@@ -16,6 +21,10 @@ Everything is measured in one run, on one machine, with one random-init model of
 - concurrency (`streams` > 1): that many streams through ONE embedded pipeline, fed in lockstep, so
   LocDiT and the decoder batch across streams; p50/p99 time to first chunk and the aggregate
   real-time factor.
+Every measurement runs `rounds` times: first chunks are medians over the rounds (the concurrent
+percentiles are over every round's streams), real-time factors and stage costs their means. On
+shared cores one run's first chunk is noise: the 4-stream ratio of single runs ranged 1.5-2.8x
+within minutes.
 Each measured run starts from a backend with no stream state (`TorchBackend.reset`), which keeps
 what the untimed warm-up runs on a short clip captured (the CUDA graphs of LocDiT and of the LM
 step), as a started server does.
@@ -58,6 +67,7 @@ DEVICES = ("cpu", "cuda")
 MAX_STREAMS = 256
 """The torch backend keeps LM and decoder state for 256 streams; more would measure evictions."""
 MAX_SECONDS = 60.0
+MAX_ROUNDS = 20
 WARMUP_SECONDS = 2.0
 """Clip length of the untimed warm-up: enough patches for the decoder's window to reach full size."""
 STAGE_KEYS = {
@@ -83,6 +93,8 @@ class BenchSettings:
     threads: int | None = None
     """torch threads; None: 1 for the tiny preset on CPU (its operations are too small to split, and
     a second thread only waits on cores that other work shares), torch's default otherwise."""
+    rounds: int = 3
+    """Repeats of each measurement (see the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -97,6 +109,8 @@ class BenchSettings:
             raise InputError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}")
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise InputError(f"rounds must be in 1..{MAX_ROUNDS}, got {self.rounds}")
 
 
 @dataclass
@@ -115,6 +129,24 @@ class StreamRun:
     """Backend seconds per stage, all streams together."""
     first_chunk_stage_s: dict[str, float]
     """Backend seconds per stage until the first chunk came out."""
+
+    @classmethod
+    def pooled(cls, runs: list["StreamRun"]) -> "StreamRun":
+        """Rounds of one measurement as one run: every round's first chunks, and their times and audio
+        added up, so ratios of sums (real-time factor, seconds per patch) are means over the rounds;
+        `patches` stays per stream and round."""
+        rounds = len(runs)
+        return cls(
+            first_chunk_s=[first for run in runs for first in run.first_chunk_s],
+            wall_s=sum(run.wall_s for run in runs),
+            audio_s=sum(run.audio_s for run in runs),
+            patches=runs[0].patches,
+            stage_s={name: sum(run.stage_s[name] for run in runs) for name in runs[0].stage_s},
+            first_chunk_stage_s={
+                name: sum(run.first_chunk_stage_s[name] for run in runs) / rounds
+                for name in runs[0].first_chunk_stage_s
+            },
+        )
 
 
 def run_bench(settings: BenchSettings) -> dict:
@@ -149,26 +181,36 @@ def _run(settings: BenchSettings, device: torch.device) -> dict:
     dit = GlobalDiT(model, frames.shape[0], settings.seed)
     dit.time_to_first_chunk(1)  # warm-up
 
-    single = run_streams(backend(), frames, 1, generation)
-    full = run_streams(backend(), frames, 1, generation, all_at_once=True)
-    dit_s = dit.time_to_first_chunk(settings.steps)
-    concurrent = single
-    if settings.streams > 1:
-        concurrent = run_streams(backend(), frames, settings.streams, generation)
+    def measure(streams: int, all_at_once: bool = False, live: bool = False) -> StreamRun:
+        return StreamRun.pooled(
+            [
+                run_streams(backend(), frames, streams, generation, all_at_once, live)
+                for _ in range(settings.rounds)
+            ]
+        )
 
-    ttfc = single.first_chunk_s[0]
-    full_s = full.first_chunk_s[0]
+    single = measure(1)
+    live = measure(1, live=True)
+    full = measure(1, all_at_once=True)
+    dit_s = _median([dit.time_to_first_chunk(settings.steps) for _ in range(settings.rounds)])
+    concurrent = measure(settings.streams) if settings.streams > 1 else single
+
+    ttfc = _median(single.first_chunk_s)
+    full_s = _median(full.first_chunk_s)
+    p99 = float(np.percentile(concurrent.first_chunk_s, 99))
     return {
         "preset": settings.preset,
         "device": device.type,
         "steps": settings.steps,
         "seed": settings.seed,
-        "seconds": single.audio_s,
+        "rounds": settings.rounds,
+        "seconds": single.audio_s / settings.rounds,
         "patches": single.patches,
         "time_to_first_chunk_s": ttfc,
         "real_time_factor": single.wall_s / single.audio_s,
         "stages": _per_patch(single),
         "first_chunk_stages": {STAGE_KEYS[name]: s for name, s in single.first_chunk_stage_s.items()},
+        "live": {"time_to_first_chunk_s": _median(live.first_chunk_s), "stages": _stage_per_patch(live)},
         "full_sequence_time_to_first_chunk_s": full_s,
         "full_sequence_ratio": full_s / ttfc,
         "global_dit_time_to_first_chunk_s": dit_s,
@@ -176,8 +218,8 @@ def _run(settings: BenchSettings, device: torch.device) -> dict:
         "concurrency": {
             "streams": settings.streams,
             "time_to_first_chunk_p50_s": float(np.percentile(concurrent.first_chunk_s, 50)),
-            "time_to_first_chunk_p99_s": float(np.percentile(concurrent.first_chunk_s, 99)),
-            "p99_over_single": float(np.percentile(concurrent.first_chunk_s, 99)) / ttfc,
+            "time_to_first_chunk_p99_s": p99,
+            "p99_over_single": p99 / ttfc,
             "aggregate_real_time_factor": concurrent.wall_s / (settings.streams * concurrent.audio_s),
             "stages": _per_patch(concurrent),
         },
@@ -231,10 +273,12 @@ def run_streams(
     streams: int,
     settings: GenerationSettings,
     all_at_once: bool = False,
+    live: bool = False,
 ) -> StreamRun:
     """`streams` copies of the video through one embedded pipeline, frame by frame in lockstep (or
-    all frames and the end at once), collecting chunks after every frame. Stream i samples with seed
-    `settings.seed + i`, so the streams' latents differ as real streams' would."""
+    all frames and the end at once), collecting chunks after every frame; `live`: each frame when it
+    is due at 4 fps, not as soon as the last is done. Stream i samples with seed `settings.seed + i`,
+    so the streams' latents differ as real streams' would."""
     pipeline = EmbeddedPipeline(backend)
     patch_samples = backend.config.patch_samples
     specs = [
@@ -260,6 +304,8 @@ def run_streams(
     for session in sessions:
         session.start()
     for k, feed in enumerate(feeds):
+        if live:
+            time.sleep(max(0.0, start + k / VIDEO_FPS - time.perf_counter()))
         for i, session in enumerate(sessions):
             if k == 0:
                 pushed[i] = time.perf_counter()
@@ -291,10 +337,16 @@ def run_streams(
 def _per_patch(run: StreamRun) -> dict[str, float]:
     """Backend seconds per stage per patch of one stream, and the pipeline's own cost (transport,
     state, message encoding) as `overhead_s`."""
-    patches = run.patches * len(run.first_chunk_s)
-    stages = {STAGE_KEYS[name]: run.stage_s[name] / patches for name in STAGES}
-    stages["overhead_s"] = max(0.0, run.wall_s / patches - sum(stages.values()))
+    stages = _stage_per_patch(run)
+    wall_per_patch = run.wall_s / (run.patches * len(run.first_chunk_s))
+    stages["overhead_s"] = max(0.0, wall_per_patch - sum(stages.values()))
     return stages
+
+
+def _stage_per_patch(run: StreamRun) -> dict[str, float]:
+    """Backend seconds per stage per patch of one stream."""
+    patches = run.patches * len(run.first_chunk_s)
+    return {STAGE_KEYS[name]: run.stage_s[name] / patches for name in STAGES}
 
 
 class GlobalDiT:
@@ -394,12 +446,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-SERVICE_ROUNDS = 3
-"""Repeats of each service-mode measurement. One stream's first chunk on the 2-core CI machine ranged
-82-108 ms from one run to the next, which alone moved the 4-stream ratio from 1.6x to 2.4x: single
-figures are medians of this many runs, concurrent percentiles are over this many rounds' streams."""
-
-
 def _median(values: list[float]) -> float:
     return float(np.median(values))
 
@@ -447,12 +493,13 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
             thread.join()
         return [r[0] for r in results], time.perf_counter() - start
 
+    rounds = range(settings.rounds)
     with SwanSphereClient(target, timeout_s=600) as client:
         stream(client, settings.seed)  # warm-up: models, connections, caches
-        singles = [stream(client, settings.seed) for _ in range(SERVICE_ROUNDS)]
-        bursts = [concurrently(client, realtime=False) for _ in range(SERVICE_ROUNDS)]
-        live_first = _median([stream(client, settings.seed, realtime=True)[0] for _ in range(SERVICE_ROUNDS)])
-        live_firsts = [f for _ in range(SERVICE_ROUNDS) for f in concurrently(client, realtime=True)[0]]
+        singles = [stream(client, settings.seed) for _ in rounds]
+        bursts = [concurrently(client, realtime=False) for _ in rounds]
+        live_first = _median([stream(client, settings.seed, realtime=True)[0] for _ in rounds])
+        live_firsts = [f for _ in rounds for f in concurrently(client, realtime=True)[0]]
     first, wall = _median([s[0] for s in singles]), _median([s[1] for s in singles])
     patches = singles[0][2]
     firsts = [f for round_firsts, _ in bursts for f in round_firsts]
@@ -460,7 +507,7 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
     torch.set_num_threads(settings.threads or 1)
     model = build_model(config, settings.seed, torch.device("cpu"))
     run_streams(TorchBackend(model), frames[:8], 1, generation)  # warm-up
-    embedded_runs = [run_streams(TorchBackend(model), frames, 1, generation) for _ in range(SERVICE_ROUNDS)]
+    embedded_runs = [run_streams(TorchBackend(model), frames, 1, generation) for _ in rounds]
     audio_s = frames.shape[0] / VIDEO_FPS
     embedded_first = _median([run.first_chunk_s[0] for run in embedded_runs])
     embedded_wall = _median([run.wall_s for run in embedded_runs])
@@ -472,7 +519,7 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
         "steps": settings.steps,
         "seconds": audio_s,
         "patches": patches,
-        "rounds": SERVICE_ROUNDS,
+        "rounds": settings.rounds,
         "service": {
             "time_to_first_chunk_s": first,
             "real_time_factor": wall / audio_s,

@@ -20,6 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="torch threads (default: 1 for tiny on CPU, torch's default otherwise)"
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="repeats of each measurement: medians and means over them"
+    )
+    parser.add_argument(
         "--target", help="HOST:PORT of a running gateway: service mode against embedded (e.g. after make up)"
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         threads=args.threads,
+        rounds=args.rounds,
     )
     if args.target is not None:
         report = run_service_bench(args.target, settings)
@@ -78,11 +82,17 @@ def _human(report: dict) -> str:
     lines = [
         f"{report['preset']} preset on {report['device']} ({machine['device_name']}, "
         f"{machine['torch_threads']} torch threads of {machine['nproc']} cores), "
-        f"{report['seconds']:.2f} s clip, {report['patches']} patches, {report['steps']} steps",
+        f"{report['seconds']:.2f} s clip, {report['patches']} patches, {report['steps']} steps, "
+        f"{report['rounds']} rounds",
         f"streaming: first chunk {report['time_to_first_chunk_s'] * ms:.1f} ms, "
         f"real-time factor {report['real_time_factor']:.3f}",
         "  per patch: "
         + ", ".join(f"{key.removesuffix('_s')} {value * ms:.1f} ms" for key, value in stages.items()),
+        f"live (frames due at 4 fps): first chunk {report['live']['time_to_first_chunk_s'] * ms:.1f} ms",
+        "  per patch: "
+        + ", ".join(
+            f"{key.removesuffix('_s')} {value * ms:.1f} ms" for key, value in report["live"]["stages"].items()
+        ),
         f"full sequence: first chunk {report['full_sequence_time_to_first_chunk_s'] * ms:.0f} ms "
         f"({report['full_sequence_ratio']:.1f}x later)",
         f"global DiT ({report['params']['global_dit'] / 1e6:.2f} M params vs "
