@@ -204,23 +204,10 @@ def test_reset_forgets_every_stream(model):
 def test_rounds_pool_every_first_chunk_and_add_up_times():
     """Rounds of a measurement: every stream's first chunk kept, times and audio added up (so the real-
     time factor and the seconds per patch are means), the first chunk's stage costs averaged."""
+    rounds = [([0.1, 0.3], 2.0, 1.0, 0.02), ([0.2, 0.4], 1.0, 0.5, 0.04)]
     runs = [
-        StreamRun(
-            [0.1, 0.3],
-            wall_s=2.0,
-            audio_s=4.0,
-            patches=22,
-            stage_s={"a": 1.0},
-            first_chunk_stage_s={"a": 0.02},
-        ),
-        StreamRun(
-            [0.2, 0.4],
-            wall_s=1.0,
-            audio_s=4.0,
-            patches=22,
-            stage_s={"a": 0.5},
-            first_chunk_stage_s={"a": 0.04},
-        ),
+        StreamRun(firsts, wall, audio_s=4.0, patches=22, stage_s={"a": s}, first_chunk_stage_s={"a": first})
+        for firsts, wall, s, first in rounds
     ]
     pooled = StreamRun.pooled(runs)
     assert pooled.first_chunk_s == [0.1, 0.3, 0.2, 0.4] and pooled.patches == 22
