@@ -86,13 +86,9 @@ def _human(report: dict) -> str:
         f"{report['rounds']} rounds",
         f"streaming: first chunk {report['time_to_first_chunk_s'] * ms:.1f} ms, "
         f"real-time factor {report['real_time_factor']:.3f}",
-        "  per patch: "
-        + ", ".join(f"{key.removesuffix('_s')} {value * ms:.1f} ms" for key, value in stages.items()),
+        _per_patch_line(stages),
         f"live (frames due at 4 fps): first chunk {report['live']['time_to_first_chunk_s'] * ms:.1f} ms",
-        "  per patch: "
-        + ", ".join(
-            f"{key.removesuffix('_s')} {value * ms:.1f} ms" for key, value in report["live"]["stages"].items()
-        ),
+        _per_patch_line(report["live"]["stages"]),
         f"full sequence: first chunk {report['full_sequence_time_to_first_chunk_s'] * ms:.0f} ms "
         f"({report['full_sequence_ratio']:.1f}x later)",
         f"global DiT ({report['params']['global_dit'] / 1e6:.2f} M params vs "
@@ -108,3 +104,9 @@ def _human(report: dict) -> str:
             f"{concurrency['aggregate_real_time_factor']:.3f}"
         )
     return "\n".join(lines)
+
+
+def _per_patch_line(stages: dict[str, float]) -> str:
+    return "  per patch: " + ", ".join(
+        f"{key.removesuffix('_s')} {value * 1e3:.1f} ms" for key, value in stages.items()
+    )
