@@ -330,8 +330,9 @@ class PatchVelocity:
     computed once: the h and context tokens (null embeddings swapped in), positions and token types,
     and every block's adaLN shift/scale/gate at each grid time (the flow time is shared by the batch).
     A step then runs only the transformer over the sequence with the new noisy frames, in fewer,
-    fused operations. At the tiny preset this is what the per-patch cost is made of: 20 steps of a
-    two-layer model whose operations are too small for anything but their count to matter.
+    fused operations, and its last block only for the noisy frames, whose velocity is all it returns.
+    At the tiny preset this is what the per-patch cost is made of: 20 steps of a two-layer model
+    whose operations are too small for anything but their count to matter.
     """
 
     def __init__(
@@ -375,20 +376,26 @@ class PatchVelocity:
         noisy = F.linear(x_t.transpose(1, 2), model.frame_in.weight) + self.noisy_embed  # (B, P, C)
         x = torch.cat([self.prefix, noisy], dim=1)  # (B, T, C)
         B, T, C = x.shape
-        for block, (shift1, scale1, gate1, shift2, scale2, gate2) in zip(
-            model.blocks, self.block_modulation[step], strict=True
+        last = len(model.blocks) - 1
+        for i, (block, (shift1, scale1, gate1, shift2, scale2, gate2)) in enumerate(
+            zip(model.blocks, self.block_modulation[step], strict=True)
         ):
             attn, mlp = block.attn, block.mlp
             y = torch.addcmul(shift1, F.layer_norm(x, (C,), eps=1e-6), scale1)
             qkv = F.linear(y, attn.qkv.weight, attn.qkv.bias).view(B, T, 3, attn.n_heads, -1)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
-            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, C)
+            if i == last:
+                # Only the noisy frames' outputs are read (the final layer's velocity), and past the
+                # attention every operation is per token: the last block's queries, projection and
+                # MLP run on those P tokens alone, while its keys and values still cover all T.
+                x, q = x[:, -P:], q[:, :, -P:]
+            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, x.shape[1], C)
             x = torch.addcmul(x, gate1, F.linear(y, attn.proj.weight, attn.proj.bias))
             y = torch.addcmul(shift2, F.layer_norm(x, (C,), eps=1e-6), scale2)
             hidden = F.gelu(F.linear(y, mlp[0].weight, mlp[0].bias), approximate="tanh")
             x = torch.addcmul(x, gate2, F.linear(hidden, mlp[2].weight, mlp[2].bias))
         shift, scale = self.final_modulation[step]
-        y = torch.addcmul(shift, F.layer_norm(x[:, -P:], (C,), eps=1e-6), scale)
+        y = torch.addcmul(shift, F.layer_norm(x, (C,), eps=1e-6), scale)
         return F.linear(y, model.final.out.weight, model.final.out.bias).transpose(1, 2)  # (B, D, P)
 
 
