@@ -22,9 +22,9 @@ Everything is measured in one run, on one machine, with one random-init model of
   LocDiT and the decoder batch across streams; p50/p99 time to first chunk and the aggregate
   real-time factor.
 Every measurement runs `rounds` times: first chunks are medians over the rounds (the concurrent
-percentiles are over every round's streams), real-time factors and stage costs their means. On
-shared cores one run's first chunk is noise: the 4-stream ratio of single runs ranged 1.5-2.8x
-within minutes.
+percentiles are over every round's streams), real-time factors and stage costs their means; the
+single-stream and concurrent rounds alternate. On shared cores one run's first chunk is noise: the
+4-stream ratio of single runs ranged 1.5-2.8x within minutes.
 Each measured run starts from a backend with no stream state (`TorchBackend.reset`), which keeps
 what the untimed warm-up runs on a short clip captured (the CUDA graphs of LocDiT and of the LM
 step), as a started server does.
@@ -189,11 +189,18 @@ def _run(settings: BenchSettings, device: torch.device) -> dict:
             ]
         )
 
-    single = measure(1)
+    # The single-stream and concurrent rounds alternate: the 4-stream ratio divides the two, and the
+    # shared host's speed drifts over the seconds that separate two blocks of rounds.
+    singles, concurrents = [], []
+    for _ in range(settings.rounds):
+        singles.append(run_streams(backend(), frames, 1, generation))
+        if settings.streams > 1:
+            concurrents.append(run_streams(backend(), frames, settings.streams, generation))
+    single = StreamRun.pooled(singles)
+    concurrent = StreamRun.pooled(concurrents) if concurrents else single
     live = measure(1, live=True)
     full = measure(1, all_at_once=True)
     dit_s = _median([dit.time_to_first_chunk(settings.steps) for _ in range(settings.rounds)])
-    concurrent = measure(settings.streams) if settings.streams > 1 else single
 
     ttfc = _median(single.first_chunk_s)
     full_s = _median(full.first_chunk_s)
