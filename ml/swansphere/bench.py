@@ -500,10 +500,18 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
             thread.join()
         return [r[0] for r in results], time.perf_counter() - start
 
+    torch.set_num_threads(settings.threads or 1)
+    model = build_model(config, settings.seed, torch.device("cpu"))
+    run_streams(TorchBackend(model), frames[:8], 1, generation)  # warm-up
     rounds = range(settings.rounds)
+    singles, embedded_runs = [], []
     with SwanSphereClient(target, timeout_s=600) as client:
         stream(client, settings.seed)  # warm-up: models, connections, caches
-        singles = [stream(client, settings.seed) for _ in rounds]
+        # A service round and an embedded round alternate: their difference is the figure, and the
+        # shared host's speed drifts over the seconds that separate two blocks of rounds.
+        for _ in rounds:
+            singles.append(stream(client, settings.seed))
+            embedded_runs.append(run_streams(TorchBackend(model), frames, 1, generation))
         bursts = [concurrently(client, realtime=False) for _ in rounds]
         live_first = _median([stream(client, settings.seed, realtime=True)[0] for _ in rounds])
         live_firsts = [f for _ in rounds for f in concurrently(client, realtime=True)[0]]
@@ -511,10 +519,6 @@ def run_service_bench(target: str, settings: BenchSettings) -> dict:
     patches = singles[0][2]
     firsts = [f for round_firsts, _ in bursts for f in round_firsts]
     concurrent_wall = _median([round_wall for _, round_wall in bursts])
-    torch.set_num_threads(settings.threads or 1)
-    model = build_model(config, settings.seed, torch.device("cpu"))
-    run_streams(TorchBackend(model), frames[:8], 1, generation)  # warm-up
-    embedded_runs = [run_streams(TorchBackend(model), frames, 1, generation) for _ in rounds]
     audio_s = frames.shape[0] / VIDEO_FPS
     embedded_first = _median([run.first_chunk_s[0] for run in embedded_runs])
     embedded_wall = _median([run.wall_s for run in embedded_runs])
