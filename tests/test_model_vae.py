@@ -11,8 +11,10 @@ import torch
 from swansphere import foa, storage
 from swansphere.conventions import SAMPLE_RATE, W, X, Y, Z
 from swansphere.errors import InputError
+from swansphere.models import vae as vae_module
 from swansphere.models.vae import (
     FOAVAE,
+    Snake,
     STFTLossConfig,
     StreamingDecoder,
     VAEConfig,
@@ -148,6 +150,33 @@ def test_the_folded_decoder_decodes_the_same_audio_and_leaves_the_model_trainabl
     assert all(torch.equal(a, b) for a, b in zip(state, reference_state, strict=True))
     assert any(name.endswith("original1") for name, _ in vae.decoder.named_parameters())
     assert all(param.requires_grad for param in vae.decoder.parameters())
+
+
+def test_snake_computes_the_same_without_autograd_and_still_trains(monkeypatch):
+    """Without autograd on one torch thread (this module's fixture), Snake's sin runs in numpy, in
+    place: the same values as torch's, the input untouched; with autograd the gradients still flow."""
+    numpy_sins, numpy_sin = [], np.sin
+    monkeypatch.setattr(vae_module.np, "sin", lambda *a, **k: numpy_sins.append(1) or numpy_sin(*a, **k))
+    torch.manual_seed(0)
+    snake = Snake(8, logscale=True)
+    with torch.no_grad():
+        snake.alpha.normal_()
+        snake.beta.normal_()
+    x = (torch.randn(3, 300, 8) * 4).transpose(1, 2)  # not contiguous, as a strided view can be
+    original = x.clone()
+    alpha, beta = snake.alpha.detach().exp()[:, None], snake.beta.detach().exp()[:, None]
+    with torch.inference_mode():
+        fast = snake(x)
+    assert numpy_sins == [1]
+    torch.testing.assert_close(fast, x + torch.sin(alpha * x).pow(2) / (beta + 1e-9), rtol=1e-6, atol=1e-6)
+    assert torch.equal(x, original)
+
+    x.requires_grad_(True)
+    snake(x).sum().backward()
+    assert numpy_sins == [1]
+    assert snake.alpha.grad is not None and snake.alpha.grad.abs().sum() > 0
+    x_grad = 1 + alpha * torch.sin(2 * alpha * x.detach()) / (beta + 1e-9)  # d/dx of x + sin²(αx)/β
+    torch.testing.assert_close(x.grad, x_grad)
 
 
 def test_mr_stft_loss_weights_each_channel_one_quarter():
