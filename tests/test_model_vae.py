@@ -137,11 +137,15 @@ def test_streaming_decode_equals_offline_decode(tiny_vae, patch):
 def test_the_folded_decoder_decodes_the_same_audio_and_leaves_the_model_trainable():
     torch.manual_seed(1)
     vae = FOAVAE(VAEConfig.tiny())
-    for name, param in vae.decoder.named_parameters():  # g away from ‖v‖: folding is not a no-op
-        if name.endswith("original0"):
+    for name, param in vae.decoder.named_parameters():  # g away from ‖v‖, Snakes' α and β away
+        if name.endswith("original0"):  # from 1: folding is not a no-op
             param.mul_(1.5)
+        elif name.endswith(("alpha", "beta")):
+            param.normal_(0.0, 0.5)
     folded = vae.folded_decoder()
     assert not any(name.endswith(("original0", "original1")) for name, _ in folded.named_parameters())
+    assert not any(isinstance(m, Snake) and m.logscale for m in folded.modules())
+    assert all(m.logscale for m in vae.decoder.modules() if isinstance(m, Snake))
     assert not any(param.requires_grad for param in folded.parameters())
     z = torch.randn(2, 16, 9, generator=torch.Generator().manual_seed(0))
     assert torch.equal(folded(z), vae.decode(z))

@@ -120,6 +120,15 @@ class Snake(nn.Module):
             alpha, beta = alpha.exp(), beta.exp()
         return x + _sin(alpha * x).pow(2) / (beta + 1e-9)
 
+    @torch.no_grad()
+    def exponentiate(self) -> None:
+        """Keeps α and β themselves instead of their logarithms: the same activation, bit for bit,
+        without two `exp` a call (for an inference copy; SAO's weights and training use the logs)."""
+        if self.logscale:
+            self.alpha.exp_()
+            self.beta.exp_()
+            self.logscale = False
+
 
 def _sin(y: torch.Tensor) -> torch.Tensor:
     """sin(y), in place where numpy can do it. Snake's sin is about a third of the CPU decoder's time,
@@ -374,9 +383,10 @@ class FOAVAE(nn.Module):
 
     def folded_decoder(self) -> Decoder:
         """A copy of the decoder for inference, each weight-normed convolution's weight g·v/‖v‖ computed
-        once and stored plainly: the same audio, without recomputing every weight at every call (up to
-        a sixth of the tiny decoder's time per patch on a CPU). A copy, so this model stays trainable;
-        it does not follow later changes to the model's weights."""
+        once and stored plainly (up to a sixth of the tiny decoder's time per patch on a CPU), and each
+        Snake's α and β exponentiated once (5% of a one-row call): the same audio, without recomputing
+        them at every call. A copy, so this model stays trainable; it does not follow later changes to
+        the model's weights."""
         reference = next(self.decoder.parameters())
         with torch.device(reference.device):
             decoder = Decoder(self.config).to(reference.dtype)
@@ -384,6 +394,8 @@ class FOAVAE(nn.Module):
         for module in decoder.modules():
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            if isinstance(module, Snake):
+                module.exponentiate()
         return decoder.eval().requires_grad_(False)
 
     def decode_stream(self, z: torch.Tensor, state: DecoderState | None) -> tuple[torch.Tensor, DecoderState]:
