@@ -183,10 +183,28 @@ def test_triton_killed_mid_stream_loses_no_chunk(cluster, clip):
     assert not hung and not errors, errors
     assert [c.patch_index for c in chunks] == list(range(65))
     assert int(pid_file.read_text()) != old, "the supervisor did not restart Triton"
+    deadline = time.monotonic() + 10
+    while running_in_group(old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running_in_group(old), "the killed server's model stubs outlived it"
     local_cluster.wait_serving(address, 240.0)
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     expected = generate(model, frames, settings=GenerationSettings(seed=22, steps=STEPS))
     assert np.max(np.abs(audio - expected)) <= 1e-4
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """The processes of group `pgid` that still run; zombies, which only wait to be reaped by an
+    init that may never do it, do not count."""
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):  # the process ended meanwhile
+            continue
+        if int(group) == pgid and state != "Z":
+            running.append(int(stat.parent.name))
+    return running
 
 
 def test_redis_killed_mid_stream_comes_back_from_its_append_only_file(cluster, clip):
