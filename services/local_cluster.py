@@ -127,6 +127,7 @@ class Supervisor:
             for name, process in list(self.processes.items()):
                 if process.poll() is not None and not self.stopping:
                     log.warning("%s exited with %s: restarting", name, process.returncode)
+                    _terminate(process)  # what it left of its group
                     time.sleep(RESTART_BACKOFF_S)
                     self._spawn(name, *self.commands[name])
             if self.triton is not None and not self.triton.running and not self.stopping:
@@ -284,16 +285,17 @@ def wait_serving(address: str, timeout_s: float, supervisor: Supervisor | None =
 
 
 def _terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
+    """Stops a process started in its own session and everything of its group: SIGTERM, SIGKILL after
+    `grace_s`; a group whose leader already died (SIGKILL, the OOM killer) keeps its children (the
+    MLflow server's workers) until they are killed, holding the port a restart needs."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError):  # none left: the usual case
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _write_pid(run_dir: Path, name: str, pid: int) -> None:

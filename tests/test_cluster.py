@@ -5,6 +5,7 @@ gives the embedded pipeline's FOA for the same checkpoint and seed."""
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -205,6 +206,24 @@ def running_in_group(pgid: int) -> list[int]:
         if int(group) == pgid and state != "Z":
             running.append(int(stat.parent.name))
     return running
+
+
+def test_terminate_kills_what_a_dead_leader_left_of_its_group():
+    """The supervisor's stop and restart path: a process killed on its own leaves its children, and
+    `_terminate` still takes them (the twin of TritonServer.stop's stubs)."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while len(running_in_group(leader.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(running_in_group(leader.pid)) == 3
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()
+    assert len(running_in_group(leader.pid)) == 2  # the two sleeps outlived their leader
+    local_cluster._terminate(leader)
+    deadline = time.monotonic() + 10
+    while running_in_group(leader.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running_in_group(leader.pid)
 
 
 def test_redis_killed_mid_stream_comes_back_from_its_append_only_file(cluster, clip):
