@@ -15,6 +15,7 @@ from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope, decode
 from swansphere.serving.kafka_log import EVENT_TOPICS, EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport, TransportError
+from swansphere.serving.state import MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 
 pytestmark = pytest.mark.servers
@@ -155,6 +156,15 @@ def test_redis_a_worker_hands_a_batch_on_and_locks_its_streams_in_one_round_trip
     round_trips[0] = 0
     with store.lock_each(["s0", "s1", "s2"], "spatial_lm"):
         assert round_trips[0] == 1
+    assert round_trips[0] == 2
+
+    # A stage call's filing and first read go with the taking, its last writes with the giving back.
+    round_trips[0] = 0
+    filed = [("s0", "tokens@0", b"t"), ("s1", "tokens@0", b"u")]
+    with store.lock_each(["s0", "s1"], "spatial_lm", file=filed, read={"s0": ["next"]}) as section:
+        assert round_trips[0] == 1
+        section.set_each({"s0": {"next": b"1"}})
+        section.unset_each({"s1": ["tokens@0"]})
     assert round_trips[0] == 2
 
 
@@ -373,6 +383,32 @@ def test_state_store_operations_on_several_streams_at_once(store, redis_url):
     raw.close()
     with pytest.raises(InputError, match="start"):
         store.items_each("tokens", {"a": 0, "b": -1})
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_locked_section_files_and_reads_as_it_locks_and_writes_only_if_it_completes(kind, redis_url):
+    """The filing is set-once, the read sees the state as the locks were taken, and a section that
+    fails leaves the state as it found it (its message comes back and is handled again)."""
+    store = MemoryStateStore() if kind == "memory" else RedisStateStore(redis_url, ttl_s=60)
+    stream = unique("s")
+    store.set(stream, {"next": b"3", "frame@0": b"f"})
+    filed = [(stream, "tokens@0", b"new"), (stream, "next", b"9")]
+    read = {stream: ["next", "tokens@0", "x"]}
+    with store.lock_each([stream], "spatial_lm", file=filed, read=read) as section:
+        assert section.values == {stream: [b"3", b"new", None]}
+        section.set_each({stream: {"next": b"4"}})
+        section.unset_each({stream: ["frame@0"]})
+        assert store.get(stream, "next") == b"3"  # written with the release
+    assert store.get_many(stream, ["next", "frame@0"]) == [b"4", None]
+
+    with pytest.raises(RuntimeError, match="stage failed"), store.lock(stream, "spatial_lm") as section:
+        section.set_each({stream: {"next": b"5"}})
+        raise RuntimeError("stage failed")
+    assert store.get(stream, "next") == b"4"
+    with store.lock(stream, "spatial_lm") as section:  # given back despite the failure
+        assert section.values == {}
+    if isinstance(store, RedisStateStore):
+        store.close()
 
 
 def test_locking_several_streams_takes_all_or_none_and_never_deadlocks(redis_url):

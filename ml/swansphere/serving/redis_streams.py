@@ -29,6 +29,7 @@ from redis.client import Pipeline
 
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope, decode, encode
+from swansphere.serving.state import Section
 from swansphere.serving.transport import Delivery
 
 log = logging.getLogger(__name__)
@@ -386,25 +387,46 @@ class RedisStateStore:
         replies = self._read(lambda pipe: [pipe.lrange(names[s], start, -1) for s, start in starts.items()])
         return dict(zip(starts, replies, strict=True))
 
-    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[Section]:
         return self.lock_each([stream_id], stage)
 
     @contextlib.contextmanager
-    def lock_each(self, streams: Sequence[str], stage: str) -> Iterator[None]:
+    def lock_each(
+        self,
+        streams: Sequence[str],
+        stage: str,
+        file: Sequence[tuple[str, str, bytes]] = (),
+        read: Mapping[str, Sequence[str]] | None = None,
+    ) -> Iterator[Section]:
         """All the streams' leases taken in one round trip, or none of them: a worker that finds one
         taken gives back the others before it waits, so two workers never hold what the other waits
-        for."""
+        for. The filing, the leases and the read are one MULTI block, so the read sees the state as
+        the leases were taken; the section's writes and the release are another."""
         names = [f"{self._base(stream)}:lock:{stage}" for stream in dict.fromkeys(streams)]
+        asked = {stream: list(keys) for stream, keys in (read or {}).items() if keys}
+        bases = {stream: self._base(stream) for stream in [*asked, *(s for s, _, _ in file)]}
         token = secrets.token_hex(16)
         deadline, pause = time.monotonic() + self.lock_timeout_s, 0.002
+
+        def take(filing: Sequence[tuple[str, str, bytes]]) -> list:
+            """The leases' replies, then the read's."""
+
+            def build(pipe: Pipeline) -> None:
+                for stream, key, value in filing:
+                    pipe.hsetnx(bases[stream], key, value)
+                for name in names:
+                    pipe.set(name, token, nx=True, px=self.lock_lease_ms)
+                for stream, keys in asked.items():
+                    pipe.hmget(bases[stream], keys)
+
+            return self._write({stream: None for stream, _, _ in filing}, build)[len(filing) :]
+
+        replies = take(file)
         while True:
-            taken = self._read(
-                lambda pipe: [pipe.set(name, token, nx=True, px=self.lock_lease_ms) for name in names]
-            )
-            held = [name for name, ok in zip(names, taken, strict=True) if ok]
+            held = [name for name, ok in zip(names, replies[: len(names)], strict=True) if ok]
             if len(held) == len(names):
                 break
-            self._unlock(held, token)
+            self._release(held, token, Section())
             if time.monotonic() > deadline:
                 raise TransportError(
                     f"lock of stream {streams[0] if len(names) == 1 else list(streams)!r} not taken within "
@@ -412,10 +434,15 @@ class RedisStateStore:
                 )
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+            replies = take(())  # the filing is done: set-once values need no second try
+        section = Section({stream: [] for stream in read or {}})
+        section.values.update(zip(asked, replies[len(names) : len(names) + len(asked)], strict=True))
+        completed = False
         try:
-            yield
+            yield section
+            completed = True
         finally:
-            released = self._unlock(names, token)
+            released = self._release(names, token, section if completed else Section())
             if released < len(names):
                 log.warning(
                     "lock of %d of streams %r outlived its %d ms lease; another worker may have entered",
@@ -424,13 +451,28 @@ class RedisStateStore:
                     self.lock_lease_ms,
                 )
 
-    def _unlock(self, names: Sequence[str], token: str) -> int:
-        """Releases the leases `names` that still hold `token`; how many did. EVAL, not the registered
-        script: a pipeline of registered scripts first asks Redis whether it has them (SCRIPT EXISTS),
-        a second round trip each time; Redis caches the compiled script either way."""
-        if not names:
+    def _release(self, names: Sequence[str], token: str, section: Section) -> int:
+        """The section's writes, then the release of the leases `names` that still hold `token`, in one
+        round trip; how many leases it released. EVAL, not the registered script: a pipeline of
+        registered scripts first asks Redis whether it has them (SCRIPT EXISTS), a second round trip
+        each time; Redis caches the compiled script either way."""
+        writes = {stream: values for stream, values in section.writes.items() if values}
+        removals = {stream: keys for stream, keys in section.removals.items() if keys}
+        if not names and not writes and not removals:
             return 0
-        return sum(self._read(lambda pipe: [pipe.eval(_RELEASE, 1, name, token) for name in names]))
+
+        def build(pipe: Pipeline) -> None:
+            for stream, values in writes.items():
+                pipe.hset(self._base(stream), mapping=values)
+            for stream, keys in removals.items():
+                pipe.hdel(self._base(stream), *keys)
+            for name in names:
+                pipe.eval(_RELEASE, 1, name, token)
+
+        first = len(writes) + len(removals)
+        if first == 0:
+            return sum(self._read(build))
+        return sum(self._write([*writes, *removals], build)[first : first + len(names)])
 
     def delete(self, stream_id: str) -> None:
         """Drops the values and lists; a held lock is left to its lease."""

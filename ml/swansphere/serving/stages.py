@@ -31,7 +31,7 @@ from swansphere.models.svac import nearest_steps
 from swansphere.models.vae import decoder_context_frames
 from swansphere.serving.backend import Backend, FrameWindow, LMStateLostError, LMStep, VideoStateLostError
 from swansphere.serving.envelope import Envelope, decode, encode
-from swansphere.serving.state import StateStore
+from swansphere.serving.state import Section, StateStore
 from swansphere.video import model_pixels
 
 VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER = "video_encoder", "spatial_lm", "locdit", "vae_decoder"
@@ -193,11 +193,11 @@ class VideoEncoderStage(Stage):
                 filed += self._frames(message)
             elif message.kind != "encode":
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
-        self.store.set_once_each(filed)
         streams = list(dict.fromkeys(m.stream_id for m in messages if m.kind != "end"))
         out: list[tuple[str, Envelope]] = []
-        with self.store.lock_each(streams, self.name):
-            work = self._new_frames(streams)
+        counts = {stream: ["frames"] for stream in streams}
+        with self.store.lock_each(streams, self.name, file=filed, read=counts) as section:
+            work = self._new_frames(section.values)
             backlog = []
             if any(job.done == 0 for job in work):
                 backlog = [job for job in work if job.count - job.done > FIRST_CALL_FRAMES]
@@ -205,7 +205,7 @@ class VideoEncoderStage(Stage):
             start = time.perf_counter()
             tokens = self._encode(work)
             self.seconds[self.name] += time.perf_counter() - start
-            out += self._commit(work, tokens)
+            out += self._commit(work, tokens, section)
         out += [(VIDEO_ENCODER, Envelope(job.stream, "encode", job.done)) for job in backlog]
         return out + [(SPATIAL_LM, message) for message in ends]
 
@@ -216,11 +216,12 @@ class VideoEncoderStage(Stage):
             (message.stream_id, f"frame@{message.index + i}", _pack(frame)) for i, frame in enumerate(pixels)
         ]
 
-    def _new_frames(self, streams: list[str]) -> list[_EncoderJob]:
+    def _new_frames(self, counts: dict[str, list[bytes | None]]) -> list[_EncoderJob]:
         """The windows of each stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in its
-        first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks); none for a
-        stream without new frames. Two round trips for all the streams."""
-        counts = self.store.get_each({stream: ["frames"] for stream in streams})
+        first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks), from each
+        stream's count of frames encoded (stream -> [count]); none for a stream without new frames.
+        One round trip for all the streams."""
+        streams = list(counts)
         done = {stream: int(counts[stream][0] or 0) for stream in streams}
         limit = {
             stream: done[stream] + (FIRST_CALL_FRAMES if done[stream] == 0 else MAX_CALL_FRAMES)
@@ -289,19 +290,22 @@ class VideoEncoderStage(Stage):
             out.append(replace(job, first=first[job.stream], window=window))
         return out
 
-    def _commit(self, jobs: list[_EncoderJob], tokens: list[np.ndarray]) -> list[tuple[str, Envelope]]:
-        """Moves each stream's state past its new frames (under the locks); what to publish."""
+    def _commit(
+        self, jobs: list[_EncoderJob], tokens: list[np.ndarray], section: Section
+    ) -> list[tuple[str, Envelope]]:
+        """Moves each stream's state past its new frames, with the release of the locks; what to
+        publish."""
         # Kept for `replay` before the state moves on.
         self.store.set_each(
             {job.stream: {f"encoded@{job.done}": _pack(t)} for job, t in zip(jobs, tokens, strict=True)}
         )
         self.store.append_each("encoded", {job.stream: f"{job.done}:{job.count}".encode() for job in jobs})
-        self.store.set_each({job.stream: {"frames": str(job.count).encode()} for job in jobs})
+        section.set_each({job.stream: {"frames": str(job.count).encode()} for job in jobs})
         # Frames before the context of a stream's next frames are never read again (a fallback reads
         # only that context): a 10-minute stream at the paper's frame size would keep 720 MB.
         ctx = self.context_frames
         leaving = {job.stream: range(max(0, job.done - ctx), max(0, job.count - ctx)) for job in jobs}
-        self.store.unset_each({stream: [f"frame@{i}" for i in old] for stream, old in leaving.items() if old})
+        section.unset_each({stream: [f"frame@{i}" for i in old] for stream, old in leaving.items() if old})
         out = []
         for job, t in zip(jobs, tokens, strict=True):
             out.append((SPATIAL_LM, Envelope(job.stream, "tokens", job.done, tensors={"tokens": t})))
@@ -391,7 +395,8 @@ class SpatialLMStage(Stage):
         """Files every message, then advances each of their streams by one patch, all of them in one
         LM call (a burst of one stream's token messages costs one planning pass, not one per message;
         patches of several streams cost one batched LM step). The store's round trips are per call,
-        not per stream: filing, locking, each read, the write and unlocking, one each."""
+        not per stream: filing, locking and the first read in one, each further read, and the write
+        with unlocking in one."""
         filed = []
         for message in messages:
             stream = message.stream_id
@@ -405,15 +410,15 @@ class SpatialLMStage(Stage):
                 filed.append((stream, f"z@{message.index}", _pack(message.tensors["z"])))
             else:
                 raise InputError(f"spatial_lm: unknown message kind {message.kind!r}")
-        self.store.set_once_each(filed)
         streams = sorted(dict.fromkeys(message.stream_id for message in messages))
-        with self.store.lock_each(streams, self.name):
-            read = self._next_patches(streams)
+        values = {stream: self.STREAM_VALUES for stream in streams}
+        with self.store.lock_each(streams, self.name, file=filed, read=values) as section:
+            read = self._next_patches(section.values)
             jobs = [job for job in read if job.ready]
             start = time.perf_counter()
             hs = self._plan(jobs)
             self.seconds[self.name] += time.perf_counter() - start
-            out = [(LOCDIT, message) for message in self._commit(jobs, hs)]
+            out = [(LOCDIT, message) for message in self._commit(jobs, hs, section)]
             for job in read:
                 # Its last patch planned: the stream's LM state is freed.
                 if job.total is not None and job.t + job.ready == math.ceil(
@@ -422,14 +427,15 @@ class SpatialLMStage(Stage):
                     self.backend.end_stream(job.stream)
         return out
 
-    def _next_patches(self, streams: list[str]) -> list[_LMJob]:
-        """Each started stream's next patch, ready if it can be planned now (under the streams'
-        locks). At most one a stream: patch t + 1 waits for z_t, which LocDiT makes from this call's
-        h_t. Four state round trips for all the streams (their values, their token lists, the next
-        token chunks, their recent latents) when nothing new arrived on a token list, however many
-        patches the streams have."""
-        keys = ["spec", "next", "end_frames", "tokens_from"]
-        values = self.store.get_each({stream: keys for stream in streams})
+    STREAM_VALUES = ("spec", "next", "end_frames", "tokens_from")
+    """A stream's values that planning its next patch starts from, read as its lock is taken."""
+
+    def _next_patches(self, values: dict[str, list[bytes | None]]) -> list[_LMJob]:
+        """Each started stream's next patch from its `STREAM_VALUES`, ready if it can be planned now
+        (under the streams' locks). At most one a stream: patch t + 1 waits for z_t, which LocDiT
+        makes from this call's h_t. Three more state round trips for all the streams (their token
+        lists, the next token chunks, their recent latents) when nothing new arrived on a token list,
+        however many patches the streams have."""
         specs, starts = {}, {}
         for stream, (spec_json, _, _, tokens_from) in values.items():
             if spec_json is not None:  # None before the stream's start message
@@ -481,9 +487,9 @@ class SpatialLMStage(Stage):
         empty = np.zeros((0, *self._latent_shape()), np.float32)
         return LMStep(job.stream, first, video, empty if previous is None else previous, job.spec.text)
 
-    def _commit(self, jobs: list[_LMJob], hs: list[np.ndarray]) -> list[Envelope]:
-        """Moves each stream past its patch t (under the locks), in one write; the patches' requests
-        to LocDiT."""
+    def _commit(self, jobs: list[_LMJob], hs: list[np.ndarray], section: Section) -> list[Envelope]:
+        """Moves each stream past its patch t, in one write with the release of the locks; the
+        patches' requests to LocDiT."""
         values, requests = {}, []
         for job, h in zip(jobs, hs, strict=True):
             # The first token chunk patch t + 1 reads: where the nearest rule puts its first latent frame.
@@ -496,7 +502,7 @@ class SpatialLMStage(Stage):
                 "tokens_from": f"{chunk}:{frame}".encode(),
             }
             requests.append(self._patch_message(job.stream, job.spec, job.t, h, job.total, job.recent))
-        self.store.set_each(values)
+        section.set_each(values)
         return requests
 
     def replay(self, messages: list[Envelope]) -> list[tuple[str, Envelope]]:

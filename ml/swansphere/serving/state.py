@@ -11,7 +11,30 @@ import contextlib
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
+
+
+@dataclass
+class Section:
+    """What a locked section (`StateStore.lock_each`) sees of the store: `values`, read in the round
+    trip that took the locks, and writes that go in the round trip that gives them back, applied only
+    if the section completes. A stage call's first read and last write cost no round trip of their own."""
+
+    values: dict[str, list[bytes | None]] = field(default_factory=dict)
+    """stream -> the values of the keys `read` named, in their order."""
+    writes: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    removals: dict[str, list[str]] = field(default_factory=dict)
+
+    def set_each(self, values: Mapping[str, Mapping[str, bytes]]) -> None:
+        """`StateStore.set_each` at the release: the section's reads do not see these values."""
+        for stream, stream_values in values.items():
+            self.writes.setdefault(stream, {}).update(stream_values)
+
+    def unset_each(self, keys: Mapping[str, Sequence[str]]) -> None:
+        """`StateStore.unset_each` at the release, after the writes."""
+        for stream, names in keys.items():
+            self.removals.setdefault(stream, []).extend(names)
 
 
 class StateStore(Protocol):
@@ -61,15 +84,22 @@ class StateStore(Protocol):
         """`items` of each stream's list `key` (stream -> start), in one round trip."""
         ...
 
-    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[Section]:
         """Exclusive per-stream section of one stage: one worker of the stage at a time advances a
         stream. Stages keep disjoint keys, so one stage's section does not wait for another's (the
         LM planning a stream's patch while the video encoder encodes its next frames)."""
         ...
 
-    def lock_each(self, streams: Sequence[str], stage: str) -> contextlib.AbstractContextManager[None]:
+    def lock_each(
+        self,
+        streams: Sequence[str],
+        stage: str,
+        file: Sequence[tuple[str, str, bytes]] = (),
+        read: Mapping[str, Sequence[str]] | None = None,
+    ) -> contextlib.AbstractContextManager[Section]:
         """`lock` of every stream in `streams`, all of them held at once; no deadlock between
-        workers whose sets of streams overlap."""
+        workers whose sets of streams overlap. In the same round trip: `set_once_each(file)` first,
+        then `get_each(read)` under the locks, into `Section.values`."""
         ...
 
     def delete(self, stream_id: str) -> None:
@@ -131,15 +161,25 @@ class MemoryStateStore:
     def items_each(self, key: str, starts: Mapping[str, int]) -> dict[str, list[bytes]]:
         return {stream: list(self._lists[stream][key][start:]) for stream, start in starts.items()}
 
-    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[None]:
+    def lock(self, stream_id: str, stage: str) -> contextlib.AbstractContextManager[Section]:
         return self.lock_each([stream_id], stage)
 
     @contextlib.contextmanager
-    def lock_each(self, streams: Sequence[str], stage: str) -> Iterator[None]:
+    def lock_each(
+        self,
+        streams: Sequence[str],
+        stage: str,
+        file: Sequence[tuple[str, str, bytes]] = (),
+        read: Mapping[str, Sequence[str]] | None = None,
+    ) -> Iterator[Section]:
+        self.set_once_each(file)
         with contextlib.ExitStack() as locked:
             for stream in sorted(set(streams)):  # one order for every thread: no deadlock
                 locked.enter_context(self._locks[stream][stage])
-            yield
+            section = Section(self.get_each(read or {}))
+            yield section
+            self.set_each(section.writes)
+            self.unset_each(section.removals)
 
     def delete(self, stream_id: str) -> None:
         self._values.pop(stream_id, None)
