@@ -541,8 +541,10 @@ def test_kafka_round_trip_keeps_each_streams_order_and_acks_commit(kafka_transpo
         kafka_transport.ack([Delivery(topic, sent[0], "1-0")], group)
 
 
-def test_event_log_records_requests_and_chunks_without_audio(kafka_transport, kafka_broker):
-    events = EventLog(kafka_transport)
+def test_event_log_records_requests_and_chunks_without_audio(kafka_broker):
+    """As the gateway publishes them: without waiting for each, batched over a linger."""
+    producer = KafkaTransport(kafka_broker, linger_ms=50)
+    events = EventLog(producer)
     events.request("stream-1", {"text": "rain on a tin roof", "seed": 3, "has_video": True})
     for t in range(2):
         events.chunk("stream-1", t, {"first_sample": t * 8192, "samples": 8192, "seconds": 8192 / 44100})
@@ -561,6 +563,8 @@ def test_event_log_records_requests_and_chunks_without_audio(kafka_transport, ka
                     read[topic] += [decode(r.value) for r in records if r.key == b"stream-1"]
     finally:
         reader.close()
+        producer.close()
+    assert events.lost == 0
     (request,) = read[EVENT_TOPICS["requests"]]
     assert request.key == ("stream-1", "request", 0)
     assert request.meta == {"text": "rain on a tin roof", "seed": 3, "has_video": True}
@@ -569,9 +573,9 @@ def test_event_log_records_requests_and_chunks_without_audio(kafka_transport, ka
     assert chunks[1].meta == {"first_sample": 8192, "samples": 8192, "seconds": 8192 / 44100}
 
 
-def test_event_log_refuses_a_chunk_event_without_its_fields():
+def test_event_log_refuses_a_chunk_event_without_its_fields(kafka_transport):
     with pytest.raises(InputError, match="lacks samples, seconds"):
-        EventLog(MemoryTransport()).chunk("s", 0, {"first_sample": 0})
+        EventLog(kafka_transport).chunk("s", 0, {"first_sample": 0})
 
 
 def test_an_unreachable_kafka_broker_raises_a_transport_error(closed_port):

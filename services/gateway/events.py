@@ -1,5 +1,5 @@
-"""The gateway's Kafka event log, off the hot path: events queue here and one thread publishes them,
-so a slow broker delays the log, never a client's audio."""
+"""The gateway's Kafka event log, off the hot path: events queue here and one thread hands them to the
+producer, so a slow broker delays the log, never a client's audio."""
 
 import logging
 import queue
@@ -10,6 +10,9 @@ from swansphere.serving.kafka_log import EventLog
 
 log = logging.getLogger(__name__)
 
+EVENT_LINGER_MS = 100
+"""How long an event waits for others to share its produce request: the log is read later, not live,
+and one request per chunk cost the gateway about 2.5 ms of CPU and GIL a chunk."""
 QUEUE_LIMIT = 10_000
 """Events held while the broker is slow; beyond this new events are dropped and counted."""
 

@@ -20,7 +20,7 @@ from services.common.logging import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.server import build_server, serve_forever
 from services.common.settings import ServiceSettings, channel_credentials, load_settings
-from services.gateway.events import BackgroundEvents
+from services.gateway.events import EVENT_LINGER_MS, BackgroundEvents
 from services.gateway.servicer import GatewayServicer
 from swansphere.serving.kafka_log import EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
@@ -107,7 +107,8 @@ def main() -> None:
     store = RedisStateStore(settings.redis_url)
     events = None
     if settings.kafka_bootstrap:
-        events = BackgroundEvents(EventLog(KafkaTransport(settings.kafka_bootstrap, client_id="gateway")))
+        producer = KafkaTransport(settings.kafka_bootstrap, client_id="gateway", linger_ms=EVENT_LINGER_MS)
+        events = BackgroundEvents(EventLog(producer))
     targets = [t.strip() for t in settings.stage_targets.split(",") if t.strip()]
     pipeline = PipelineHealth(transport, targets, channel_credentials(settings), settings.max_queue_depth)
     servicer = GatewayServicer(
