@@ -11,6 +11,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from services.gateway.events import EVENT_LINGER_MS, BackgroundEvents
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope, decode
 from swansphere.serving.kafka_log import EVENT_TOPICS, EventLog, KafkaTransport
@@ -541,14 +542,11 @@ def test_kafka_round_trip_keeps_each_streams_order_and_acks_commit(kafka_transpo
         kafka_transport.ack([Delivery(topic, sent[0], "1-0")], group)
 
 
-def test_event_log_records_requests_and_chunks_without_audio(kafka_broker):
-    """As the gateway publishes them: without waiting for each, batched over a linger."""
-    producer = KafkaTransport(kafka_broker, linger_ms=50)
-    events = EventLog(producer)
-    events.request("stream-1", {"text": "rain on a tin roof", "seed": 3, "has_video": True})
-    for t in range(2):
-        events.chunk("stream-1", t, {"first_sample": t * 8192, "samples": 8192, "seconds": 8192 / 44100})
-
+def read_events(
+    kafka_broker: str, stream_id: str, chunks: int, within_s: float = 20
+) -> dict[str, list[Envelope]]:
+    """The stream's events on each event topic, waiting up to `within_s` for its request and `chunks`
+    chunk events."""
     reader = KafkaConsumer(bootstrap_servers=kafka_broker, enable_auto_commit=False)
     try:
         read: dict[str, list[Envelope]] = {name: [] for name in EVENT_TOPICS.values()}
@@ -556,14 +554,25 @@ def test_event_log_records_requests_and_chunks_without_audio(kafka_broker):
             partitions = [TopicPartition(topic, p) for p in reader.partitions_for_topic(topic)]
             reader.assign(partitions)
             reader.seek_to_beginning()
-            deadline = time.monotonic() + 20
-            while not read[topic] or (topic == EVENT_TOPICS["chunks"] and len(read[topic]) < 2):
+            deadline = time.monotonic() + within_s
+            while not read[topic] or (topic == EVENT_TOPICS["chunks"] and len(read[topic]) < chunks):
                 assert time.monotonic() < deadline, f"no events on {topic}"
                 for records in reader.poll(timeout_ms=500).values():
-                    read[topic] += [decode(r.value) for r in records if r.key == b"stream-1"]
+                    read[topic] += [decode(r.value) for r in records if r.key == stream_id.encode()]
     finally:
         reader.close()
-        producer.close()
+    return read
+
+
+def test_event_log_records_requests_and_chunks_without_audio(kafka_broker):
+    """As the gateway publishes them: without waiting for each, batched over a linger."""
+    producer = KafkaTransport(kafka_broker, linger_ms=50)
+    events = EventLog(producer)
+    events.request("stream-1", {"text": "rain on a tin roof", "seed": 3, "has_video": True})
+    for t in range(2):
+        events.chunk("stream-1", t, {"first_sample": t * 8192, "samples": 8192, "seconds": 8192 / 44100})
+    read = read_events(kafka_broker, "stream-1", chunks=2)
+    producer.close()
     assert events.lost == 0
     (request,) = read[EVENT_TOPICS["requests"]]
     assert request.key == ("stream-1", "request", 0)
@@ -571,6 +580,22 @@ def test_event_log_records_requests_and_chunks_without_audio(kafka_broker):
     chunks = read[EVENT_TOPICS["chunks"]]
     assert [c.index for c in chunks] == [0, 1] and all(c.tensors == {} for c in chunks)
     assert chunks[1].meta == {"first_sample": 8192, "samples": 8192, "seconds": 8192 / 44100}
+
+
+def test_the_gateways_events_are_all_on_the_broker_once_it_closes_its_log(kafka_broker):
+    """A gateway that stops after its streams keeps their last events: `close` hands on the queue and
+    flushes the producer's linger, so they are on the broker when it returns (its producer is closed
+    then: an event still queued would be lost, not sent later)."""
+    events = BackgroundEvents(EventLog(KafkaTransport(kafka_broker, linger_ms=EVENT_LINGER_MS)))
+    stream = unique("stream")
+    events.request(stream, {"seed": 1})
+    for t in range(20):
+        events.chunk(stream, t, t * 8192, 8192)
+    events.close()
+    assert not events._thread.is_alive()
+    read = read_events(kafka_broker, stream, chunks=20, within_s=5)
+    assert [c.index for c in read[EVENT_TOPICS["chunks"]]] == list(range(20))
+    assert events.dropped == 0 and events.events.lost == 0
 
 
 def test_event_log_refuses_a_chunk_event_without_its_fields(kafka_transport):

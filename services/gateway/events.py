@@ -21,7 +21,7 @@ class BackgroundEvents:
     def __init__(self, events: EventLog):
         self.events = events
         self.dropped = 0
-        self._queue: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue(QUEUE_LIMIT)
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(QUEUE_LIMIT)
         self._thread = threading.Thread(target=self._publish, daemon=True, name="events")
         self._thread.start()
 
@@ -39,9 +39,20 @@ class BackgroundEvents:
             self.dropped += 1
             log.warning("event log queue full: event dropped", extra={"kind": kind, "dropped": self.dropped})
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Hands on what is queued and flushes the producer: a gateway that drains its streams on
+        SIGTERM keeps their last events, which would otherwise wait in the queue or in the producer's
+        linger when the process ends."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.warning("event log queue full at shutdown: queued events dropped")
+        self._thread.join(timeout_s)
+        self.events.transport.close()
+
     def _publish(self) -> None:
-        while True:
-            kind, args = self._queue.get()
+        while (item := self._queue.get()) is not None:
+            kind, args = item
             try:
                 getattr(self.events, kind)(*args)
             except Exception:

@@ -160,3 +160,5 @@ def main() -> None:
         serve_forever(built.server, built.health, settings.shutdown_grace_s)
     finally:
         stop.set()
+        if events is not None:
+            events.close()
