@@ -48,7 +48,7 @@ class BackgroundEvents:
         except queue.Full:
             log.warning("event log queue full at shutdown: queued events dropped")
         self._thread.join(timeout_s)
-        self.events.transport.close()
+        self.events.close()
 
     def _publish(self) -> None:
         while (item := self._queue.get()) is not None:

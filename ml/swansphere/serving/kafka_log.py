@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from swansphere.errors import InputError
@@ -103,10 +104,9 @@ class KafkaTransport:
         undercount. The per-patch traffic goes over Redis by default (redis_streams.py).
         """
         for topic, message in messages:
+            future = self._send(topic, message)
             try:
-                self._producer.send(topic, key=message.stream_id.encode(), value=encode(message)).get(
-                    timeout=self.timeout_s
-                )
+                future.get(timeout=self.timeout_s)
             except KafkaError as err:
                 raise TransportError(f"publishing to {topic} on {self.bootstrap} failed: {err}") from None
 
@@ -115,11 +115,14 @@ class KafkaTransport:
         `linger_ms` share one produce request. For the event log, whose records nobody waits for:
         waiting for each costs the gateway a request and a response per chunk, about 2.5 ms of its
         CPU and GIL. `on_lost(error)` is called (on the producer's thread) if the broker never takes it."""
+        self._send(topic, message).add_errback(on_lost)
+
+    def _send(self, topic: str, message: Envelope) -> FutureRecordMetadata:
+        """The record handed to the producer, keyed by stream id; its future."""
         try:
-            future = self._producer.send(topic, key=message.stream_id.encode(), value=encode(message))
+            return self._producer.send(topic, key=message.stream_id.encode(), value=encode(message))
         except KafkaError as err:
             raise TransportError(f"publishing to {topic} on {self.bootstrap} failed: {err}") from None
-        future.add_errback(on_lost)
 
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """The first call per (topic, group, consumer) joins the group, which takes seconds."""
@@ -266,3 +269,7 @@ class EventLog:
             log.warning("event log: %s event of stream %s lost: %s", event.kind, event.stream_id, error)
 
         self.transport.publish_later(topic, event, lost)
+
+    def close(self) -> None:
+        """Sends what the producer still holds (its linger) and closes it."""
+        self.transport.close()

@@ -419,7 +419,7 @@ class RedisStateStore:
                 for stream, keys in asked.items():
                     pipe.hmget(bases[stream], keys)
 
-            return self._write({stream: None for stream, _, _ in filing}, build)[len(filing) :]
+            return self._write([stream for stream, _, _ in filing], build)[len(filing) :]
 
         replies = take(file)
         while True:
