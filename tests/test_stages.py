@@ -2,8 +2,10 @@
 transports that reorder and redeliver, with LM state lost, and with bad messages."""
 
 import contextlib
+import json
 import logging
 import random
+import struct
 
 import numpy as np
 import pytest
@@ -223,6 +225,12 @@ def test_envelope_round_trip_and_refusals():
     ]:
         with pytest.raises(InputError, match=reason):
             decode(bad)
+    # 2^64 elements: a size computed in 64-bit integers would wrap to 0 and pass the length check.
+    huge = {"stream_id": "s", "kind": "x", "index": 0, "meta": {}}
+    huge["tensors"] = [{"name": "a", "dtype": "float32", "shape": [2**32, 2**32]}]
+    header = json.dumps(huge).encode()
+    with pytest.raises(InputError, match="runs past the end"):
+        decode(b"SSE1" + struct.pack("<I", len(header)) + header)
     with pytest.raises(InputError, match="cannot travel"):
         encode(Envelope("s", "x", tensors={"o": np.array([object()])}))
 

@@ -7,6 +7,7 @@ network can only ever become numbers and JSON.
 """
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ DTYPES = {
     "uint8": np.uint8,
 }
 """The dtypes a message may carry, by name."""
+_WIRE = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in DTYPES.items()}
+"""Each dtype as it travels: little endian."""
 MAX_HEADER_BYTES = 1 << 20
 
 
@@ -50,7 +53,7 @@ def encode(message: Envelope) -> bytes:
         if dtype not in DTYPES:
             raise InputError(f"tensor {name!r}: dtype {dtype} cannot travel (allowed: {sorted(DTYPES)})")
         specs.append({"name": name, "dtype": dtype, "shape": list(array.shape)})
-        blobs.append(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
+        blobs.append(np.ascontiguousarray(array, dtype=_WIRE[dtype]).tobytes())
     header = json.dumps(
         {
             "stream_id": message.stream_id,
@@ -80,13 +83,14 @@ def decode(data: bytes) -> Envelope:
     offset, tensors = 8 + length, {}
     for spec in specs:
         try:
-            name, dtype = str(spec["name"]), np.dtype(DTYPES[spec["dtype"]]).newbyteorder("<")
+            name, dtype = str(spec["name"]), _WIRE[spec["dtype"]]
             shape = tuple(int(n) for n in spec["shape"])
         except (KeyError, TypeError, ValueError):
             raise InputError(f"envelope tensor spec is not valid: {spec!r}") from None
         if any(n < 0 for n in shape):
             raise InputError(f"tensor {name!r}: negative dimension in {shape}")
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        # Python's integers: a header naming a huge shape cannot wrap around to a small size.
+        size = math.prod(shape) * dtype.itemsize
         if offset + size > len(data):
             raise InputError(f"tensor {name!r} {shape} runs past the end of the message")
         tensors[name] = np.frombuffer(data, dtype=dtype, count=size // dtype.itemsize, offset=offset).reshape(
