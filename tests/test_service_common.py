@@ -21,6 +21,7 @@ from services.common.metrics import start_metrics_server
 from services.common.server import build_server, serve_forever
 from services.common.settings import ServiceSettings, load_settings
 from services.common.stage import StageSettings
+from services.common.tensors import from_tensor
 from swansphere.errors import InputError
 from swansphere.v1 import stages_pb2, stages_pb2_grpc
 
@@ -275,3 +276,23 @@ def test_triton_tls_needs_the_services_tls_files(monkeypatch):
         load_settings(StageSettings)
     monkeypatch.setenv("SWANSPHERE_TRITON_TLS", "false")
     assert load_settings(StageSettings).triton_tls_files() is None
+
+
+@pytest.mark.parametrize(
+    ("tensor", "reason"),
+    [
+        (stages_pb2.Tensor(dtype="float64", shape=[1, 2], data=bytes(16)), "dtype float64, expected float32"),
+        (stages_pb2.Tensor(dtype="float32", shape=[2], data=bytes(8)), "expected 2 non-negative dimensions"),
+        (stages_pb2.Tensor(dtype="float32", shape=[-1, 2], data=bytes(8)), "expected 2 non-negative"),
+        (stages_pb2.Tensor(dtype="float32", shape=[1 << 14, 1 << 13]), "at most 67108864"),
+        # 2^64 values: counted in 64-bit integers this would wrap to 0 and match the empty data.
+        (stages_pb2.Tensor(dtype="float32", shape=[1 << 32, 1 << 32]), "18446744073709551616 values"),
+        (stages_pb2.Tensor(dtype="float32", shape=[1, 2], data=bytes(7)), "7 bytes for shape"),
+    ],
+)
+def test_a_malformed_tensor_is_an_input_error_naming_the_field(tensor, reason):
+    with pytest.raises(InputError, match=reason):
+        from_tensor(tensor, "h", "float32", 2)
+    assert from_tensor(
+        stages_pb2.Tensor(dtype="float32", shape=[1, 2], data=bytes(8)), "h", "float32", 2
+    ).shape == (1, 2)

@@ -1,5 +1,7 @@
 """`swansphere.v1.Tensor` <-> numpy, with the same dtype whitelist as the transport envelope."""
 
+import math
+
 import numpy as np
 
 from swansphere.errors import InputError
@@ -25,7 +27,7 @@ def from_tensor(tensor: pb.Tensor, name: str, dtype: str, ndim: int) -> np.ndarr
     shape = tuple(tensor.shape)
     if len(shape) != ndim or any(n < 0 for n in shape):
         raise InputError(f"{name}: shape {list(shape)}, expected {ndim} non-negative dimensions")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python's integers: a huge shape cannot wrap around to a small count
     if count > MAX_ELEMENTS:
         raise InputError(f"{name}: {count} values, at most {MAX_ELEMENTS}")
     expected = count * np.dtype(DTYPES[dtype]).itemsize
