@@ -1,7 +1,8 @@
 """The backend's stream states. The spatial LM's (`backend.LMStates`): streams at different patches
 step in one batched call and each gets what it gets alone; lost, evicted and bad streams; the Triton
 request layout that carries such a call (`triton_export.lm_request` / `lm_steps`). The video
-encoder's (`backend.VideoEncoderStates`): new frames alone, lost states, the byte bound."""
+encoder's (`backend.VideoEncoderStates`): new frames alone, lost states, the byte bound. The
+decoder's windows (`backend.decoder_windows`)."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from helpers_model import step_one, tiny_model
 
 from swansphere.errors import InputError
+from swansphere.models.vae import decoder_context_frames
 from swansphere.models.video_encoder import VideoEncoderState
 from swansphere.serving.backend import (
     FrameWindow,
@@ -253,3 +255,18 @@ def test_a_resumed_window_sends_new_frames_only_and_a_backend_without_the_state_
     assert np.max(np.abs(v - whole[16:])) <= 1e-5 and isinstance(w, VideoStateLostError)
     with pytest.raises(InputError, match="resumed window"):
         going_on.video_encoder(new[:1], [FrameWindow("", 16, resume=True)])
+
+
+def test_a_decoder_window_needs_a_patch_and_context_older_than_the_decoder_reads_is_dropped(model):
+    """A window shorter than a patch is bad input, not a crash inside the decoder; a window longer
+    than the decoder's receptive field plus the patch decodes as its last that-many frames do, so a
+    caller cannot make one call decode an arbitrarily long window."""
+    D, P = model.config.vae.latent_dim, model.config.patch_frames
+    full = decoder_context_frames(model.config.vae) + P
+    window = np.random.default_rng(3).standard_normal((1, D, full + 40)).astype(np.float32)
+    assert np.array_equal(
+        TorchBackend(model).vae_decoder(window), TorchBackend(model).vae_decoder(window[..., -full:])
+    )
+    for bad in (window[..., : P - 1], window[0], window[:, :-1]):
+        with pytest.raises(InputError, match=f"windows must be \\(B, {D}, L >= {P}\\) latents"):
+            TorchBackend(model).vae_decoder(bad)

@@ -269,6 +269,11 @@ def test_bad_input_is_an_input_error(triton, sizes):
             0,
             Guidance(),
         )
+    with pytest.raises(InputError, match="windows must be"):
+        triton.vae_decoder(np.zeros((1, D, P - 1), np.float32))
+    # The same window past the client's check: the model refuses it (and only that request).
+    with pytest.raises(InputError, match="vae_decoder: windows must be"):
+        triton._infer("vae_decoder", {"WINDOW": np.zeros((1, D, P - 1), np.float32)}, ("AUDIO",))
 
 
 def test_unreachable_server_is_unavailable_not_bad_input(triton, closed_port):

@@ -20,7 +20,7 @@ from swansphere.errors import InputError
 from swansphere.models.sampler import GraphedSampler, Guidance, batch_patch_noise, sample_patch
 from swansphere.models.spatial_lm import GraphedStep, KVCache
 from swansphere.models.swansphere import SwanSphere, SwanSphereConfig
-from swansphere.models.vae import DecoderState
+from swansphere.models.vae import DecoderState, decoder_context_frames
 from swansphere.models.video_encoder import VideoEncoderState
 from swansphere.video import pixels_to_float
 
@@ -516,7 +516,7 @@ class TorchBackend:
         A window whose context another window of the batch ends with waits for that window's state
         and is decoded in a later round of the same call, from it; decoded whole at once it cost
         about 5 times as much (bursts of 4 tiny streams: 27 against 230 ms a decoder call)."""
-        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        windows = decoder_windows(np.ascontiguousarray(windows, dtype=np.float32), self.config)
         B, _, L = windows.shape
         P, context = self.config.patch_frames, self.model.vae.decoder_context_frames
         goes_on_from = [DecoderStates.key(window[:, : L - P]) if L > P else None for window in windows]
@@ -554,6 +554,21 @@ class TorchBackend:
             audio[batch] = decoded[..., -keep:].float()
             for j, i in enumerate(batch):
                 self.decoder_states.put(leaves[i], [part[j : j + 1].clone() for part in after])
+
+
+def decoder_windows(windows: np.ndarray, config: SwanSphereConfig) -> np.ndarray:
+    """Latent windows (B, D, L) as the decoder takes them: InputError unless each ends with a
+    patch's P frames. Context older than the decoder's receptive field is dropped: it cannot change
+    the patch's audio, and a window is decoded whole when no state goes on from it, so a long one
+    would only cost compute and memory."""
+    D, P = config.vae.latent_dim, config.patch_frames
+    if windows.ndim != 3 or windows.shape[1] != D or windows.shape[2] < P:
+        raise InputError(
+            f"vae_decoder: windows must be (B, {D}, L >= {P}) latents, got {tuple(windows.shape)}"
+        )
+    return np.ascontiguousarray(
+        windows[..., max(0, windows.shape[2] - decoder_context_frames(config.vae) - P) :]
+    )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:

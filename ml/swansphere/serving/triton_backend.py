@@ -30,7 +30,13 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from swansphere.errors import InputError
 from swansphere.models.sampler import Guidance
 from swansphere.models.swansphere import SwanSphereConfig
-from swansphere.serving.backend import FrameWindow, LMStateLostError, LMStep, VideoStateLostError
+from swansphere.serving.backend import (
+    FrameWindow,
+    LMStateLostError,
+    LMStep,
+    VideoStateLostError,
+    decoder_windows,
+)
 from swansphere.serving.stages import LOCDIT, SPATIAL_LM, STAGES, VAE_DECODER, VIDEO_ENCODER
 from swansphere.serving.triton_export import lm_request
 
@@ -153,7 +159,8 @@ class TritonBackend:
         return self._batched(LOCDIT, rows, ("Z",))[0]
 
     def vae_decoder(self, windows: np.ndarray) -> np.ndarray:
-        return self._batched(VAE_DECODER, {"WINDOW": _f32(windows)}, ("AUDIO",))[0]
+        windows = decoder_windows(_f32(windows), self.config)  # bad input fails here, not in Triton
+        return self._batched(VAE_DECODER, {"WINDOW": windows}, ("AUDIO",))[0]
 
     def _batched(self, model: str, rows: dict[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         """Requests of at most the model's max_batch_size rows; each output concatenated in order."""

@@ -39,7 +39,13 @@ import triton_python_backend_utils as pb_utils
 from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
-from swansphere.serving.backend import FrameWindow, LMStateLostError, TorchBackend, VideoStateLostError
+from swansphere.serving.backend import (
+    FrameWindow,
+    LMStateLostError,
+    TorchBackend,
+    VideoStateLostError,
+    decoder_windows,
+)
 from swansphere.serving.stages import (
     LOCDIT,
     MAX_STEPS,
@@ -237,10 +243,19 @@ class TritonPythonModel:
         return responses
 
     def _vae_decoder(self, requests: list) -> list:
-        """All windows of all requests, grouped by length: one batched decode per length."""
-        windows = [_array(request, "WINDOW") for request in requests]
-        audio = _rows_by_length(windows, self.backend.vae_decoder, length_axis=-1)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("AUDIO", rows)]) for rows in audio]
+        """All windows of all requests, grouped by length: one batched decode per length; a request
+        with a malformed window is answered with its error alone."""
+        responses: list = [None] * len(requests)
+        windows: dict[int, np.ndarray] = {}
+        for i, request in enumerate(requests):
+            try:
+                windows[i] = decoder_windows(_array(request, "WINDOW"), self.backend.config)
+            except InputError as err:
+                responses[i] = _error(err)
+        audio = _rows_by_length(list(windows.values()), self.backend.vae_decoder, length_axis=-1)
+        for i, rows in zip(windows, audio, strict=True):
+            responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor("AUDIO", rows)])
+        return responses
 
 
 def _solver(steps: int, h_weight: float, context_weight: float) -> tuple[int, float, float]:
