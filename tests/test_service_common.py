@@ -11,6 +11,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -288,6 +289,11 @@ def test_triton_tls_needs_the_services_tls_files(monkeypatch):
         # 2^64 values: counted in 64-bit integers this would wrap to 0 and match the empty data.
         (stages_pb2.Tensor(dtype="float32", shape=[1 << 32, 1 << 32]), "18446744073709551616 values"),
         (stages_pb2.Tensor(dtype="float32", shape=[1, 2], data=bytes(7)), "7 bytes for shape"),
+        (stages_pb2.Tensor(dtype="float32", shape=[1, 2], data=np.float32([0, np.nan]).tobytes()), "NaN"),
+        (
+            stages_pb2.Tensor(dtype="float32", shape=[1, 2], data=np.float32([np.inf, 0]).tobytes()),
+            "infinite",
+        ),
     ],
 )
 def test_a_malformed_tensor_is_an_input_error_naming_the_field(tensor, reason):

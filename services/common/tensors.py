@@ -21,7 +21,8 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
 
 
 def from_tensor(tensor: pb.Tensor, name: str, dtype: str, ndim: int) -> np.ndarray:
-    """The array in `tensor`; InputError naming the field unless it is `dtype` with `ndim` dims."""
+    """The array in `tensor`; InputError naming the field unless it is `dtype` with `ndim` dims and
+    finite values (a NaN would come back as a NaN patch, not as an error)."""
     if tensor.dtype != dtype:
         raise InputError(f"{name}: dtype {tensor.dtype or '(unset)'}, expected {dtype}")
     shape = tuple(tensor.shape)
@@ -35,4 +36,7 @@ def from_tensor(tensor: pb.Tensor, name: str, dtype: str, ndim: int) -> np.ndarr
         raise InputError(
             f"{name}: {len(tensor.data)} bytes for shape {list(shape)} {dtype}, expected {expected}"
         )
-    return np.frombuffer(tensor.data, np.dtype(DTYPES[dtype]).newbyteorder("<")).reshape(shape)
+    array = np.frombuffer(tensor.data, np.dtype(DTYPES[dtype]).newbyteorder("<")).reshape(shape)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"{name}: NaN or infinite values")
+    return array

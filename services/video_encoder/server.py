@@ -4,6 +4,7 @@ import grpc
 
 from services.common.stage import run_stage
 from services.common.tensors import from_tensor, to_tensor
+from swansphere.client import check_frames
 from swansphere.errors import InputError
 from swansphere.serving.backend import Backend
 from swansphere.serving.stages import VIDEO_ENCODER
@@ -19,7 +20,7 @@ class VideoEncoderServicer(pb_grpc.VideoEncoderServicer):
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
         """Tokens of a whole clip's frames (block-causal: a prefix gives the same first tokens)."""
         try:
-            frames = from_tensor(request.frames, "frames", "uint8", 4)
+            frames = check_frames(from_tensor(request.frames, "frames", "uint8", 4))
             size = self.backend.config.svac.video.frame_size
             tokens = self.backend.video_encoder(model_pixels(frames, size)[None])[0]
         except InputError as err:
