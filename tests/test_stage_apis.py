@@ -9,6 +9,7 @@ from helpers_model import tiny_model
 
 from services.common.server import build_server
 from services.common.settings import load_settings
+from services.common.tensors import from_tensor, to_tensor
 from services.locdit.server import LocDiTServicer
 from services.spatial_lm.server import SpatialLMServicer
 from services.vae_decoder.server import VAEDecoderServicer
@@ -50,15 +51,6 @@ def channel(model):
         built.server.stop(None).wait()
 
 
-def tensor(array: np.ndarray) -> pb.Tensor:
-    array = np.ascontiguousarray(array)
-    return pb.Tensor(dtype=array.dtype.name, shape=list(array.shape), data=array.tobytes())
-
-
-def array(message: pb.Tensor) -> np.ndarray:
-    return np.frombuffer(message.data, message.dtype).reshape(tuple(message.shape))
-
-
 def sizes(model) -> tuple[int, int, int, int, int]:
     c = model.config
     return c.patch_frames, c.vae.latent_dim, c.lm.video_dim, c.locdit.cond_dim, c.locdit.context_frames
@@ -69,39 +61,45 @@ def test_each_stage_api_answers_what_its_backend_computes(model, channel):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 64, 128, 3), dtype=np.uint8)
     reply = pb_grpc.VideoEncoderStub(channel).Encode(
-        pb.EncodeRequest(stream_id="v", first_frame=0, frames=tensor(frames)), timeout=60
+        pb.EncodeRequest(stream_id="v", first_frame=0, frames=to_tensor(frames)), timeout=60
     )
     expected = TorchBackend(model).video_encoder(model_pixels(frames, (64, 128))[None])[0]
-    assert reply.stream_id == "v" and np.array_equal(array(reply.tokens), expected)
+    assert reply.stream_id == "v" and np.array_equal(
+        from_tensor(reply.tokens, "tokens", "float32", 2), expected
+    )
 
     video = rng.standard_normal((1, P, Dv)).astype(np.float32)
     history = np.zeros((0, D, P), np.float32)
     reply = pb_grpc.SpatialLMStub(channel).Step(
         pb.SpatialLMRequest(
-            stream_id="s", patch_index=0, video_tokens=tensor(video), history=tensor(history), text="rain"
+            stream_id="s",
+            patch_index=0,
+            video_tokens=to_tensor(video),
+            history=to_tensor(history),
+            text="rain",
         ),
         timeout=60,
     )
     (h,) = TorchBackend(model).spatial_lm([LMStep("s", 0, video, history, "rain")])
-    assert np.array_equal(array(reply.h), h)
+    assert np.array_equal(from_tensor(reply.h, "h", "float32", 2), h)
 
     h_t, context = rng.standard_normal(Dh).astype(np.float32), rng.standard_normal((D, C)).astype(np.float32)
     reply = pb_grpc.LocDiTStub(channel).Sample(
         pb.LocDiTRequest(
-            stream_id="s", patch_index=2, h=tensor(h_t), context=tensor(context), seed=5, steps=4
+            stream_id="s", patch_index=2, h=to_tensor(h_t), context=to_tensor(context), seed=5, steps=4
         ),
         timeout=60,
     )
     z = TorchBackend(model).locdit(h_t[None], context[None], [5], [2], 4, Guidance())[0]
-    assert reply.patch_index == 2 and np.array_equal(array(reply.latents), z)
+    assert reply.patch_index == 2 and np.array_equal(from_tensor(reply.latents, "latents", "float32", 2), z)
 
     window = rng.standard_normal((D, 3 * P)).astype(np.float32)
     reply = pb_grpc.VAEDecoderStub(channel).Decode(
-        pb.DecodeRequest(stream_id="s", patch_index=2, latents=tensor(window)), timeout=60
+        pb.DecodeRequest(stream_id="s", patch_index=2, latents=to_tensor(window)), timeout=60
     )
     audio = TorchBackend(model).vae_decoder(window[None])[0]
-    assert array(reply.audio).shape == (4, model.config.patch_samples)
-    assert np.array_equal(array(reply.audio), audio)
+    assert from_tensor(reply.audio, "audio", "float32", 2).shape == (4, model.config.patch_samples)
+    assert np.array_equal(from_tensor(reply.audio, "audio", "float32", 2), audio)
 
 
 def bad_requests(model) -> list[tuple[str, str, object, str]]:
@@ -109,18 +107,18 @@ def bad_requests(model) -> list[tuple[str, str, object, str]]:
     P, D, Dv, Dh, C = sizes(model)
     f32 = np.float32
     h, context = np.zeros(Dh, f32), np.zeros((D, C), f32)
-    history = tensor(np.zeros((0, D, P), f32))
+    history = to_tensor(np.zeros((0, D, P), f32))
     return [
         (
             "frames-not-equirect",
             "Encode",
-            pb.EncodeRequest(frames=tensor(np.zeros((1, 64, 64, 3), np.uint8))),
+            pb.EncodeRequest(frames=to_tensor(np.zeros((1, 64, 64, 3), np.uint8))),
             "equirectangular",
         ),
         (
             "frames-float",
             "Encode",
-            pb.EncodeRequest(frames=tensor(np.zeros((1, 64, 128, 3), f32))),
+            pb.EncodeRequest(frames=to_tensor(np.zeros((1, 64, 128, 3), f32))),
             "frames: dtype float32, expected uint8",
         ),
         ("frames-missing", "Encode", pb.EncodeRequest(), "frames: dtype (unset)"),
@@ -128,45 +126,50 @@ def bad_requests(model) -> list[tuple[str, str, object, str]]:
             "lm-video-width",
             "Step",
             pb.SpatialLMRequest(
-                stream_id="a", video_tokens=tensor(np.zeros((1, P, Dv + 1), f32)), history=history
+                stream_id="a", video_tokens=to_tensor(np.zeros((1, P, Dv + 1), f32)), history=history
             ),
             f"video must be (1, {P}, {Dv})",
         ),
         (
             "lm-nan-history",
             "Step",
-            pb.SpatialLMRequest(stream_id="b", history=tensor(np.full((1, D, P), np.nan, f32))),
+            pb.SpatialLMRequest(stream_id="b", history=to_tensor(np.full((1, D, P), np.nan, f32))),
             "history: NaN",
         ),
         (
             "locdit-h-width",
             "Sample",
-            pb.LocDiTRequest(h=tensor(np.zeros(Dh + 1, f32)), context=tensor(context)),
+            pb.LocDiTRequest(h=to_tensor(np.zeros(Dh + 1, f32)), context=to_tensor(context)),
             "expected h of shape",
         ),
         (
             "locdit-inf-h",
             "Sample",
-            pb.LocDiTRequest(h=tensor(np.full(Dh, np.inf, f32)), context=tensor(context)),
+            pb.LocDiTRequest(h=to_tensor(np.full(Dh, np.inf, f32)), context=to_tensor(context)),
             "h: NaN or infinite",
         ),
         (
             "locdit-steps",
             "Sample",
-            pb.LocDiTRequest(h=tensor(h), context=tensor(context), steps=100_000),
+            pb.LocDiTRequest(h=to_tensor(h), context=to_tensor(context), steps=100_000),
             "steps: 100000, at most",
         ),
         (
             "locdit-guidance",
             "Sample",
-            pb.LocDiTRequest(h=tensor(h), context=tensor(context), h_guidance=float("nan")),
+            pb.LocDiTRequest(h=to_tensor(h), context=to_tensor(context), h_guidance=float("nan")),
             "h_weight must be a finite",
         ),
-        ("decoder-no-frames", "Decode", pb.DecodeRequest(latents=tensor(np.zeros((D, 0), f32))), f"L >= {P}"),
+        (
+            "decoder-no-frames",
+            "Decode",
+            pb.DecodeRequest(latents=to_tensor(np.zeros((D, 0), f32))),
+            f"L >= {P}",
+        ),
         (
             "decoder-latent-dim",
             "Decode",
-            pb.DecodeRequest(latents=tensor(np.zeros((D + 1, P), f32))),
+            pb.DecodeRequest(latents=to_tensor(np.zeros((D + 1, P), f32))),
             f"(B, {D}, L >= {P})",
         ),
     ]
@@ -192,7 +195,7 @@ def test_a_stream_stepped_out_of_order_is_a_failed_precondition(model, channel):
     """The LM holds a stream's state from patch 0 on; a first call at patch 3 has nothing to go on from."""
     P, D, _, _, _ = sizes(model)
     request = pb.SpatialLMRequest(
-        stream_id="late", patch_index=3, history=tensor(np.zeros((3, D, P), np.float32))
+        stream_id="late", patch_index=3, history=to_tensor(np.zeros((3, D, P), np.float32))
     )
     with pytest.raises(grpc.RpcError) as refused:
         pb_grpc.SpatialLMStub(channel).Step(request, timeout=60)
