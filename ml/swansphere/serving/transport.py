@@ -6,6 +6,7 @@ worker left; Kafka: uncommitted offsets after a rebalance), so stages are idempo
 immediate, nothing is lost because nothing can die apart.
 """
 
+import threading
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,21 +63,30 @@ class Transport(Protocol):
 
 
 class MemoryTransport:
-    """In-process queues for embedded mode: one deque per (topic, group), FIFO."""
+    """In-process queues for embedded mode: one deque per (topic, group), FIFO.
+
+    A receive that may block waits on a condition, not in a loop: a gateway serving an embedded pipeline
+    polls its chunks with block_ms, and a loop would hold the GIL the pipeline's thread needs."""
 
     def __init__(self) -> None:
         self._queues: dict[str, deque[Envelope]] = defaultdict(deque)
+        self._published = threading.Condition()
 
     def publish(self, topic: str, message: Envelope) -> None:
-        self._queues[topic].append(message)
+        with self._published:
+            self._queues[topic].append(message)
+            self._published.notify_all()
 
     def publish_all(self, messages: Sequence[tuple[str, Envelope]]) -> None:
         for topic, message in messages:
             self.publish(topic, message)
 
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        queue = self._queues[topic]
-        return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
+        with self._published:
+            if block_ms > 0:
+                self._published.wait_for(lambda: self._queues.get(topic), timeout=block_ms / 1000)
+            queue = self._queues[topic]
+            return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
 
     def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """Nothing to do: an in-process message is gone once received."""
@@ -91,4 +101,5 @@ class MemoryTransport:
         return len(self._queues[topic])
 
     def delete(self, topic: str) -> None:
-        self._queues.pop(topic, None)
+        with self._published:
+            self._queues.pop(topic, None)
