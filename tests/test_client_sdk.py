@@ -2,8 +2,10 @@
 (built with services.common) that answers with deterministic chunks."""
 
 import asyncio
+import io
 import json
 import math
+import sys
 import threading
 import time
 
@@ -46,7 +48,8 @@ def expected_clip(seed: int, total: int) -> np.ndarray:
 class FakeGateway(pb_grpc.SwanSphereServicer):
     """Collects the frames (checking their 4 fps timestamps), then sends one chunk per patch of the video's
     (or duration_s's) length, audio drawn from (seed, patch index). config.text steers misbehaviour:
-    "slow" waits 2 s first, "drop-after-first" fails UNAVAILABLE after one chunk, "refuse" is bad input.
+    "slow" waits 2 s first, "drop-after-first" fails UNAVAILABLE after one chunk, "refuse" is bad input,
+    "drop-after-2-frames" fails the first call UNAVAILABLE once two video messages have come.
     The first `fail_first` calls fail UNAVAILABLE before anything is sent."""
 
     def __init__(self):
@@ -89,6 +92,8 @@ class FakeGateway(pb_grpc.SwanSphereServicer):
             elif kind == "video":
                 videos.append(request.video)
                 self.arrivals.append(time.monotonic())
+                if config.text == "drop-after-2-frames" and len(videos) == 2 and self.calls == 1:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
             else:
                 break
         total = self._read(config, videos)
@@ -178,6 +183,67 @@ def test_cli_realtime_sends_the_frames_at_their_own_rate(fake, target, clip_file
     assert main([*arguments, "--seconds", "1", "--realtime"]) == 0
     assert len(fake.frames) == len(fake.arrivals) == 4
     assert np.all(np.diff(fake.arrivals) >= 0.25 - 0.01)
+
+
+def live(frames: np.ndarray, gap_s: float = 0.0, given: list[float] | None = None):
+    """A camera: each item as it is captured (one frame, then the rest in ones and a pair)."""
+    items = [frames[:1], *frames[1:3], frames[3:5], *frames[5:]]
+    for item in items:
+        time.sleep(gap_s)
+        if given is not None:
+            given.append(time.monotonic())
+        yield item[0] if len(item) == 1 and item.ndim == 4 else item
+
+
+def test_a_live_source_sends_each_item_as_it_comes(fake, target):
+    frames, given = video(7), []
+    fake.arrivals.clear()
+    with SwanSphereClient(target, timeout_s=10) as client:
+        generation = client.generate(live(frames, 0.05, given), seed=3)
+        chunks = list(generation)
+        with pytest.raises(InputError, match="read once"):
+            list(generation)
+    np.testing.assert_array_equal(np.stack(fake.frames), frames)  # the fake checks the 4 fps stamps
+    assert len(fake.arrivals) == len(given) == 6, "one message per item"
+    assert all(arrived >= at for arrived, at in zip(fake.arrivals, given, strict=True))
+    assert np.all(np.diff(fake.arrivals) >= 0.04), "not held back to be sent together"
+    total = 7 * RATE // 4
+    np.testing.assert_array_equal(np.concatenate([c.audio for c in chunks], -1), expected_clip(3, total))
+
+
+def test_a_live_stream_retried_before_its_first_chunk_sends_what_it_had_read_again(fake, target):
+    frames, given = video(7), []
+    with SwanSphereClient(target, timeout_s=10, retries=2, backoff_s=0.01) as client:
+        chunks = list(client.generate(live(frames, 0.02, given), text="drop-after-2-frames", seed=1))
+    assert fake.calls == 2 and len(given) == 6, "the source was read once"
+    np.testing.assert_array_equal(np.stack(fake.frames), frames)
+    np.testing.assert_array_equal(
+        np.concatenate([c.audio for c in chunks], -1), expected_clip(1, 7 * RATE // 4)
+    )
+
+
+def test_a_live_source_that_fails_or_gives_a_bad_frame_is_raised_at_once(fake, target):
+    def failing():
+        yield from video(2)
+        raise OSError("camera unplugged")
+
+    frames = video(3)
+    wrong_size = [frames[0], np.zeros((16, 32, 3), np.uint8)]
+    started = time.monotonic()
+    with SwanSphereClient(target, timeout_s=10) as client:
+        with pytest.raises(OSError, match="camera unplugged"):
+            list(client.generate(failing()))
+        with pytest.raises(InputError, match="frame 1 is 32x16, the stream's are 16x8"):
+            list(client.generate(wrong_size))
+        with pytest.raises(InputError, match="ended before its first frame"):
+            list(client.generate(iter([])))
+        with pytest.raises(InputError, match="not equirectangular"):
+            list(client.generate([np.zeros((8, 8, 3), np.uint8)]))
+        with pytest.raises(InputError, match="an iterable of frames, got int"):
+            client.generate(7)
+        with pytest.raises(InputError, match="realtime paces a clip"):
+            client.generate(live(frames), realtime=True)
+    assert time.monotonic() - started < 5, "cancelled, not left to the deadline"
 
 
 def test_pcm16_output_decodes_to_the_quantised_float_audio(fake, target):
@@ -273,6 +339,38 @@ def test_async_client_streams_and_fetches_clips(fake, target):
     assert fake.calls == 3, "the clip call was retried once"
 
 
+def test_async_client_takes_live_sources_and_paces_clips(fake, target):
+    async def camera(frames: np.ndarray):
+        for frame in frames:
+            await asyncio.sleep(0.02)
+            yield frame
+
+    async def failing():
+        yield video(1)[0]
+        raise OSError("camera unplugged")
+
+    async def run() -> tuple[list, list, list[float]]:
+        async with AsyncSwanSphereClient(target, timeout_s=10, retries=2, backoff_s=0.01) as client:
+            fake.calls = 0
+            live_chunks = [c async for c in client.generate(camera(video(6, 1)), text="drop-after-2-frames")]
+            assert fake.calls == 2, "retried before the first chunk, with the frames read so far"
+            fake.arrivals.clear()
+            paced_chunks = [
+                c async for c in client.generate(video(4, 2), seed=2, realtime=True, frames_per_message=1)
+            ]
+            arrivals = list(fake.arrivals)
+            with pytest.raises(OSError, match="camera unplugged"):
+                [c async for c in client.generate(failing())]
+            return live_chunks, paced_chunks, arrivals
+
+    live_chunks, paced_chunks, arrivals = asyncio.run(run())
+    np.testing.assert_array_equal(
+        np.concatenate([c.audio for c in live_chunks], -1), expected_clip(0, 6 * RATE // 4)
+    )
+    np.testing.assert_array_equal(np.concatenate([c.audio for c in paced_chunks], -1), expected_clip(2, RATE))
+    assert len(arrivals) == 4 and np.all(np.diff(arrivals) >= 0.25 - 0.01)
+
+
 @pytest.fixture(scope="module")
 def clip_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("video") / "clip.mp4"
@@ -300,6 +398,32 @@ def test_cli_pcm16_cut_video_and_json_summary(fake, target, clip_file, tmp_path,
     np.testing.assert_array_equal(pcm.T, np.round(expected_clip(0, RATE) * 32767).astype(np.int16))
     summary = json.loads(capsys.readouterr().out)
     assert summary["seconds"] == 1.0 and summary["chunks"] == 6 and summary["target"] == target
+
+
+def test_cli_streams_raw_frames_on_stdin_as_a_live_source(fake, target, tmp_path, capsys, monkeypatch):
+    """`ffmpeg ... -f rawvideo -pix_fmt rgb24 - | swansphere client --video - --frame-size WxH ...`"""
+    frames = video(6)
+    arguments = ["client", "--target", target, "--video", "-", "--frame-size", "16x8"]
+
+    def run(data: bytes, *extra: str) -> int:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        return main([*arguments, *extra])
+
+    out = tmp_path / "live.wav"
+    assert run(frames.tobytes(), "--out", str(out), "--seed", "4", "--seconds", "1.25") == 0
+    np.testing.assert_array_equal(np.stack(fake.frames), frames[:5])
+    audio, rate = sf.read(str(out), dtype="float32", always_2d=True)
+    assert rate == RATE
+    np.testing.assert_array_equal(audio.T, expected_clip(4, 5 * RATE // 4))
+    capsys.readouterr()
+    cut = tmp_path / "cut.wav"
+    assert run(frames.tobytes()[:-5], "--out", str(cut)) == 2
+    assert "the raw video ended inside a frame (379 of 384 bytes)" in capsys.readouterr().err
+    assert not cut.exists()
+    assert run(b"", "--out", str(cut), "--realtime") == 2
+    assert "--realtime paces a video file" in capsys.readouterr().err
+    assert main(["client", "--target", target, "--video", "-", "--out", str(cut)]) == 2
+    assert "--video - needs --frame-size WxH" in capsys.readouterr().err
 
 
 def test_cli_text_only_needs_seconds_and_gets_exit_code_2(capsys, tmp_path):

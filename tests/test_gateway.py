@@ -2,6 +2,7 @@
 backend) so no other server is involved; the local cluster test repeats this over Redis and Triton."""
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,6 +84,29 @@ def test_stream_equals_embedded_and_chunks_arrive_in_order(gateway, model, frame
     assert audio.shape == expected.shape
     assert np.max(np.abs(audio - expected)) <= 1e-4
     assert generation.summary.chunks == len(chunks) and generation.summary.samples == expected.shape[1]
+
+
+def test_a_live_source_gets_the_same_audio_and_its_first_chunk_before_it_ends(gateway, model, frames):
+    """Frames given one at a time at 4 fps, as a camera does: the first chunk comes while the camera
+    still films, and the audio is what the whole clip gives."""
+    address, _ = gateway
+    expected = generate(model, frames, text="a bell", settings=GenerationSettings(seed=3, steps=STEPS))
+    filmed: list[float] = []
+
+    def camera():
+        for frame in frames:
+            yield frame
+            time.sleep(0.25)
+        filmed.append(time.monotonic())
+
+    with SwanSphereClient(address, timeout_s=60) as client:
+        chunks, first = [], None
+        for chunk in client.generate(camera(), text="a bell", seed=3, steps=STEPS):
+            first = first or time.monotonic()
+            chunks.append(chunk)
+    assert first < filmed[0]
+    audio = np.concatenate([c.audio for c in chunks], axis=-1)
+    assert audio.shape == expected.shape and np.max(np.abs(audio - expected)) <= 1e-4
 
 
 def test_clip_call_pcm16_and_text_only(gateway, model):

@@ -6,14 +6,19 @@
             play(chunk.audio)             # (4, n) float32 AmbiX: W, Y, Z, X
         print(generation.summary)
 
+`frames` is a clip (T, H, W, 3) uint8, or a live source: an iterable (for the asyncio client, also an
+async iterable) giving frames as a camera captures them, each sent at once; the chunks come while
+the camera still films.
+
 Also the wire codec both sides use: `pack_frames`/`unpack_frames` for video, `pack_audio`/`unpack_audio`
 for audio (interleaved little-endian float32 or PCM16).
 """
 
 import asyncio
 import math
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +156,7 @@ def unpack_frames(video: pb.VideoFrames) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_config(
-    frames: np.ndarray | None,
+    video: bool,
     text: str,
     seed: int,
     steps: int,
@@ -160,7 +165,7 @@ def generate_config(
     duration_s: float | None,
 ) -> pb.GenerateConfig:
     """The stream's config; InputError for combinations the API refuses anyway."""
-    if (frames is None) == (duration_s is None):
+    if video == (duration_s is not None):
         raise InputError("give frames (video stream) or duration_s (text-only stream), not both or neither")
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
         raise InputError(f"duration_s must be > 0, got {duration_s}")
@@ -184,19 +189,221 @@ def generate_config(
 
 
 def generate_requests(
-    config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int, realtime: bool = False
+    config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int
 ) -> Iterator[pb.GenerateRequest]:
     """config, then the frames in messages of `frames_per_message`, then end; built lazily, so a long
-    video is not copied into messages all at once. `realtime` holds each message back until its
-    first frame's time (4 fps from the first), as a live camera sends them."""
+    video is not copied into messages all at once."""
     yield pb.GenerateRequest(config=config)
     if frames is not None:
-        start = time.monotonic()
         for first in range(0, len(frames), frames_per_message):
-            if realtime:
-                time.sleep(max(0.0, start + first / VIDEO_FPS - time.monotonic()))
             yield pb.GenerateRequest(video=pack_frames(frames[first : first + frames_per_message], first))
     yield pb.GenerateRequest(end=pb.End())
+
+
+def paced(frames: np.ndarray, frames_per_message: int) -> Iterator[np.ndarray]:
+    """A clip as a live source: its frames in groups of `frames_per_message`, each group held back
+    until its first frame's time (4 fps from the first), as a camera delivers them."""
+    start = time.monotonic()
+    for first in range(0, len(frames), frames_per_message):
+        time.sleep(max(0.0, start + first / VIDEO_FPS - time.monotonic()))
+        yield frames[first : first + frames_per_message]
+
+
+async def paced_async(frames: np.ndarray, frames_per_message: int) -> AsyncIterator[np.ndarray]:
+    """`paced` for asyncio: waits without blocking the event loop."""
+    start = time.monotonic()
+    for first in range(0, len(frames), frames_per_message):
+        await asyncio.sleep(max(0.0, start + first / VIDEO_FPS - time.monotonic()))
+        yield frames[first : first + frames_per_message]
+
+
+class _Requests:
+    """A stream's request messages for each of its tries: config, video, end. A clip's (or a text-only
+    stream's) are built again for every try, lazily."""
+
+    error: BaseException | None = None
+    """Why the requests stopped before `end` (a live source's failure or bad frame): the caller's."""
+
+    def __init__(self, config: pb.GenerateConfig, frames: np.ndarray | None, frames_per_message: int):
+        self._config, self._frames, self._frames_per_message = config, frames, frames_per_message
+
+    def __call__(self) -> Iterator[pb.GenerateRequest] | AsyncIterator[pb.GenerateRequest]:
+        return generate_requests(self._config, self._frames, self._frames_per_message)
+
+    def started(self, call: Any) -> None:
+        """Each try's call, as soon as it is made."""
+
+    def first_chunk(self) -> None:
+        """The stream's first chunk has come: no try follows."""
+
+    def close(self) -> None:
+        """The stream is over, whichever way."""
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """What a live source raised, carried as an item from the thread or task that read it."""
+
+    error: Exception
+
+
+_END = object()
+"""The live source has no more frames."""
+
+
+class _LiveRequests(_Requests):
+    """A live source's request messages, for every try of one stream. Each item of the source (one
+    frame (H, W, 3) or several (n, H, W, 3)) is one message, sent as soon as the source gives it.
+
+    A source can be read only once, so its messages are kept until the stream's first chunk comes: a
+    try that fails before it (the only kind that is retried) sends them again, then reads on. After the
+    first chunk each message is dropped once sent. A frame the API refuses, or an exception of the
+    source, ends the requests without `end` and cancels the call; the caller's iteration raises it."""
+
+    def __init__(self, config: pb.GenerateConfig, source: Iterable[np.ndarray]):
+        if not isinstance(source, Iterable):
+            raise InputError(f"frames must be a clip or an iterable of frames, got {type(source).__name__}")
+        self._source = iter(source)
+        self._kept: list[pb.GenerateRequest | None] = [pb.GenerateRequest(config=config)]
+        self._keep, self._ended, self._frames_sent = True, False, 0
+        self._size: tuple[int, ...] | None = None
+        self._try, self._call, self._closed = 0, None, False
+        self._read_lock, self._call_lock = threading.Lock(), threading.Lock()
+
+    def __call__(self) -> Iterator[pb.GenerateRequest]:
+        self._next_try()
+        return self._requests(self._try)
+
+    def _next_try(self) -> None:
+        if self._closed:
+            raise InputError("a live source is read once: its generation cannot run again")
+        self._try += 1
+
+    def _requests(self, attempt: int) -> Iterator[pb.GenerateRequest]:
+        index = 0
+        while True:
+            with self._read_lock:  # a try's request thread may outlive the try by one source read
+                while index == len(self._kept) and not self._ended and attempt == self._try:
+                    self._add(_next_item(self._source))
+                message = self._message(attempt, index)
+            if message is None:
+                return
+            index += 1
+            yield message
+
+    def _message(self, attempt: int, index: int) -> pb.GenerateRequest | None:
+        """The try's message at `index`, None when the try is over (a newer one runs, or all is sent)."""
+        if attempt != self._try or index == len(self._kept):
+            return None
+        message = self._kept[index]
+        if not self._keep:
+            self._kept[index] = None
+        return message
+
+    def _add(self, item: object) -> None:
+        """Files the message of one source item, or ends the requests (`end`, or an error)."""
+        if item is _END:
+            if self._frames_sent:
+                self._kept.append(pb.GenerateRequest(end=pb.End()))
+                self._ended = True
+                return
+            item = _Failed(InputError("the live source ended before its first frame"))
+        if not isinstance(item, _Failed):
+            try:
+                frames = self._checked(item)
+            except InputError as err:
+                item = _Failed(err)
+        if isinstance(item, _Failed):
+            self._ended = True
+            with self._call_lock:
+                self.error, call = item.error, self._call
+            if call is not None:
+                call.cancel()
+            return
+        self._kept.append(pb.GenerateRequest(video=pack_frames(frames, self._frames_sent)))
+        self._frames_sent += len(frames)
+
+    def _checked(self, item: object) -> np.ndarray:
+        frames = np.asarray(item)
+        frames = check_frames(frames[None] if frames.ndim == 3 else frames)
+        if self._size is None:
+            self._size = frames.shape[1:]
+        elif frames.shape[1:] != self._size:
+            raise InputError(
+                f"live source: frame {self._frames_sent} is {frames.shape[2]}x{frames.shape[1]}, the "
+                f"stream's are {self._size[1]}x{self._size[0]}"
+            )
+        return frames
+
+    def started(self, call: Any) -> None:
+        with self._call_lock:
+            self._call, failed = call, self.error is not None
+        if failed:
+            call.cancel()
+
+    def first_chunk(self) -> None:
+        self._keep = False
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _next_item(source: Iterator[np.ndarray]) -> object:
+    try:
+        return next(source, _END)
+    except Exception as err:  # the source's own failure: the caller's to see
+        return _Failed(err)
+
+
+class _AsyncLiveRequests(_LiveRequests):
+    """`_LiveRequests` for asyncio. One task reads the source into a short queue, so that a try that is
+    cancelled while it waits for a frame does not cancel the source's own generator. A plain iterable
+    is read in the event loop and must not block; a camera that does should be an async iterable."""
+
+    def __init__(self, config: pb.GenerateConfig, source: AsyncIterable[np.ndarray] | Iterable[np.ndarray]):
+        if not isinstance(source, AsyncIterable | Iterable):
+            raise InputError(f"frames must be a clip or an iterable of frames, got {type(source).__name__}")
+        super().__init__(config, ())
+        self._async_source = source
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=4)
+        self._reader: asyncio.Task[None] | None = None
+        self._async_lock = asyncio.Lock()
+
+    def __call__(self) -> AsyncIterator[pb.GenerateRequest]:
+        self._next_try()
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+        return self._async_requests(self._try)
+
+    async def _read(self) -> None:
+        item: object = _END
+        try:
+            if isinstance(self._async_source, AsyncIterable):
+                async for frames in self._async_source:
+                    await self._queue.put(frames)
+            else:
+                for frames in self._async_source:
+                    await self._queue.put(frames)
+        except Exception as err:  # the source's own failure: the caller's to see
+            item = _Failed(err)
+        await self._queue.put(item)
+
+    async def _async_requests(self, attempt: int) -> AsyncIterator[pb.GenerateRequest]:
+        index = 0
+        while True:
+            async with self._async_lock:
+                while index == len(self._kept) and not self._ended and attempt == self._try:
+                    self._add(await self._queue.get())
+                message = self._message(attempt, index)
+            if message is None:
+                return
+            index += 1
+            yield message
+
+    def close(self) -> None:
+        super().close()
+        if self._reader is not None:
+            self._reader.cancel()
 
 
 def _channel_options() -> list[tuple[str, int]]:
@@ -273,81 +480,93 @@ class Generation:
 
     UNAVAILABLE before the first chunk restarts the stream (up to `retries` times); after a chunk, an
     error is raised as it is, since the audio so far cannot be taken back. Iterating again runs the
-    generation again."""
+    generation again, for a clip or a text: a live source's frames are gone once sent."""
 
-    def __init__(
-        self,
-        stub: pb_grpc.SwanSphereStub,
-        requests: Callable[[], Iterator[pb.GenerateRequest]],
-        settings: _Settings,
-    ):
+    def __init__(self, stub: pb_grpc.SwanSphereStub, requests: _Requests, settings: _Settings):
         self._stub, self._requests, self._settings = stub, requests, settings
         self.summary: Summary | None = None
 
     def __iter__(self) -> Iterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
-        while True:
-            call = self._stub.Generate(
-                self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
-            )
-            received = 0
-            try:
-                for response in call:
-                    if response.WhichOneof("kind") == "chunk":
-                        _check_order(response.chunk, received)
-                        received += 1
-                        yield _chunk(response.chunk)
-                    elif response.WhichOneof("kind") == "summary":
-                        self.summary = Summary.from_proto(response.summary)
-                if self.summary is None:
-                    raise ProtocolError("the stream ended without a summary")
-                return
-            except grpc.RpcError as err:
-                wait = None if received else attempts.next_wait(err)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-            finally:
-                call.cancel()
+        try:
+            while True:
+                call = self._stub.Generate(
+                    self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
+                )
+                self._requests.started(call)
+                received = 0
+                try:
+                    for response in call:
+                        if response.WhichOneof("kind") == "chunk":
+                            _check_order(response.chunk, received)
+                            if not received:
+                                self._requests.first_chunk()
+                            received += 1
+                            yield _chunk(response.chunk)
+                        elif response.WhichOneof("kind") == "summary":
+                            self.summary = Summary.from_proto(response.summary)
+                    if self.summary is None:
+                        raise ProtocolError("the stream ended without a summary")
+                    return
+                except grpc.RpcError as err:
+                    if self._requests.error is None:
+                        wait = None if received else attempts.next_wait(err)
+                        if wait is None:
+                            raise
+                        time.sleep(wait)
+                        continue
+                finally:
+                    call.cancel()
+                raise self._requests.error  # the live source's, in place of the call it cancelled
+        finally:
+            self._requests.close()
 
 
 class AsyncGeneration:
     """`Generation` for asyncio: `async for chunk in generation`, then `generation.summary`."""
 
-    def __init__(
-        self,
-        stub: pb_grpc.SwanSphereStub,
-        requests: Callable[[], Iterator[pb.GenerateRequest]],
-        settings: _Settings,
-    ):
+    def __init__(self, stub: pb_grpc.SwanSphereStub, requests: _Requests, settings: _Settings):
         self._stub, self._requests, self._settings = stub, requests, settings
         self.summary: Summary | None = None
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
-        while True:
-            call = self._stub.Generate(
-                self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
-            )
-            received = 0
-            try:
-                async for response in call:
-                    if response.WhichOneof("kind") == "chunk":
-                        _check_order(response.chunk, received)
-                        received += 1
-                        yield _chunk(response.chunk)
-                    elif response.WhichOneof("kind") == "summary":
-                        self.summary = Summary.from_proto(response.summary)
-                if self.summary is None:
-                    raise ProtocolError("the stream ended without a summary")
-                return
-            except grpc.RpcError as err:
-                wait = None if received else attempts.next_wait(err)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
-            finally:
-                call.cancel()
+        try:
+            while True:
+                call = self._stub.Generate(
+                    self._requests(), timeout=attempts.timeout(), metadata=self._settings.metadata
+                )
+                self._requests.started(call)
+                received = 0
+                try:
+                    async for response in call:
+                        if response.WhichOneof("kind") == "chunk":
+                            _check_order(response.chunk, received)
+                            if not received:
+                                self._requests.first_chunk()
+                            received += 1
+                            yield _chunk(response.chunk)
+                        elif response.WhichOneof("kind") == "summary":
+                            self.summary = Summary.from_proto(response.summary)
+                    if self.summary is None:
+                        raise ProtocolError("the stream ended without a summary")
+                    return
+                except asyncio.CancelledError:  # what grpc.aio raises for a call cancelled here
+                    task = asyncio.current_task()
+                    if self._requests.error is None or (task is not None and task.cancelling()):
+                        raise
+                except grpc.RpcError as err:
+                    if self._requests.error is None:
+                        wait = None if received else attempts.next_wait(err)
+                        if wait is None:
+                            raise
+                        await asyncio.sleep(wait)
+                        continue
+                finally:
+                    call.cancel()
+                raise self._requests.error  # the live source's, in place of the call it cancelled
+        finally:
+            self._requests.close()
 
 
 class _ClientBase:
@@ -385,9 +604,9 @@ class _ClientBase:
         )
         self.stub = pb_grpc.SwanSphereStub(self.channel)
 
-    def _request_factory(
+    def _requests(
         self,
-        frames: np.ndarray | None,
+        frames: np.ndarray | Iterable[np.ndarray] | AsyncIterable[np.ndarray] | None,
         text: str,
         seed: int,
         steps: int,
@@ -395,15 +614,20 @@ class _ClientBase:
         output_format: str,
         duration_s: float | None,
         frames_per_message: int,
-        realtime: bool = False,
-    ) -> Callable[[], Iterator[pb.GenerateRequest]]:
-        """A fresh request iterator per try: a retried stream is sent again from its start."""
-        if frames is not None:
-            frames = check_frames(frames)
+        realtime: bool,
+    ) -> _Requests:
+        """The stream's requests for each try; InputError for what the API would refuse anyway."""
         if frames_per_message < 1:
             raise InputError(f"frames_per_message must be >= 1, got {frames_per_message}")
-        config = generate_config(frames, text, seed, steps, guidance, output_format, duration_s)
-        return lambda: generate_requests(config, frames, frames_per_message, realtime)
+        config = generate_config(frames is not None, text, seed, steps, guidance, output_format, duration_s)
+        if frames is None or isinstance(frames, np.ndarray):
+            frames = None if frames is None else check_frames(frames)
+            if not realtime or frames is None:
+                return _Requests(config, frames, frames_per_message)
+            return self.live_requests(config, self.paced(frames, frames_per_message))
+        if realtime:
+            raise InputError("realtime paces a clip's frames; a live source sends them as it gives them")
+        return self.live_requests(config, frames)
 
     @staticmethod
     def _clip_request(
@@ -417,7 +641,7 @@ class _ClientBase:
     ) -> pb.GenerateClipRequest:
         if frames is not None:
             frames = check_frames(frames)
-        config = generate_config(frames, text, seed, steps, guidance, output_format, duration_s)
+        config = generate_config(frames is not None, text, seed, steps, guidance, output_format, duration_s)
         video = None if frames is None else pack_frames(frames, 0)
         return pb.GenerateClipRequest(config=config, video=video)
 
@@ -427,10 +651,12 @@ class SwanSphereClient(_ClientBase):
     UNAVAILABLE is retried `retries` times with exponential backoff from `backoff_s`."""
 
     grpc_module = grpc
+    live_requests = _LiveRequests
+    paced = staticmethod(paced)
 
     def generate(
         self,
-        frames: np.ndarray | None = None,
+        frames: np.ndarray | Iterable[np.ndarray] | None = None,
         *,
         text: str = "",
         seed: int = 0,
@@ -441,10 +667,12 @@ class SwanSphereClient(_ClientBase):
         frames_per_message: int = FRAMES_PER_MESSAGE,
         realtime: bool = False,
     ) -> Generation:
-        """Stream `frames` (T, H, W, 3) uint8 equirect at 4 fps, or a text-only stream of `duration_s`.
-        guidance = (h_weight, context_weight), None for the server's defaults. `realtime` sends the
-        frames at their own rate, as a live source does, instead of as fast as the server takes them."""
-        requests = self._request_factory(
+        """Stream a video, or a text-only stream of `duration_s`. `frames` is a clip (T, H, W, 3) uint8
+        equirect at 4 fps, sent `frames_per_message` at a time, or a live source: any iterable giving
+        one frame (H, W, 3) or several (n, H, W, 3) at a time, each sent as soon as it is given (a camera;
+        the stream ends when the source does). guidance = (h_weight, context_weight), None for the
+        server's defaults. `realtime` sends a clip's frames at their own rate, as a camera would."""
+        requests = self._requests(
             frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message, realtime
         )
         return Generation(self.stub, requests, self.settings)
@@ -489,10 +717,12 @@ class AsyncSwanSphereClient(_ClientBase):
     """`SwanSphereClient` for asyncio (grpc.aio); create it inside the running event loop."""
 
     grpc_module = grpc.aio
+    live_requests = _AsyncLiveRequests
+    paced = staticmethod(paced_async)
 
     def generate(
         self,
-        frames: np.ndarray | None = None,
+        frames: np.ndarray | AsyncIterable[np.ndarray] | Iterable[np.ndarray] | None = None,
         *,
         text: str = "",
         seed: int = 0,
@@ -501,10 +731,12 @@ class AsyncSwanSphereClient(_ClientBase):
         output_format: str = "float32",
         duration_s: float | None = None,
         frames_per_message: int = FRAMES_PER_MESSAGE,
+        realtime: bool = False,
     ) -> AsyncGeneration:
-        """As `SwanSphereClient.generate`; iterate with `async for`."""
-        requests = self._request_factory(
-            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message
+        """As `SwanSphereClient.generate`; iterate with `async for`. A live source is best an async
+        iterable: a plain one is read in the event loop, so it must not block."""
+        requests = self._requests(
+            frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message, realtime
         )
         return AsyncGeneration(self.stub, requests, self.settings)
 

@@ -1,7 +1,9 @@
 """Equirectangular video files (PyAV): frames as (T, H, W, 3) uint8 RGB."""
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -52,6 +54,19 @@ def read_video(path: str | Path, fps: int = VIDEO_FPS) -> tuple[np.ndarray, floa
     wanted = np.arange(round(duration * fps)) / fps
     index = np.clip(np.searchsorted(times, wanted + 1e-6, side="right") - 1, 0, len(decoded) - 1)
     return np.stack([decoded[i] for i in index]), float(duration)
+
+
+def read_raw_frames(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarray]:
+    """Raw RGB24 frames (H, W, 3) from a pipe, each as soon as it has come whole: a live source, as
+    `ffmpeg -i CAMERA -f rawvideo -pix_fmt rgb24 -r 4 -s WxH -` writes it. InputError if the pipe
+    ends inside a frame."""
+    if width < 1 or width != 2 * height:
+        raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+    size = width * height * 3
+    while data := stream.read(size):
+        if len(data) < size:
+            raise InputError(f"the raw video ended inside a frame ({len(data)} of {size} bytes)")
+        yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
 
 
 def _decode(path: Path) -> tuple[list[np.ndarray], np.ndarray]:

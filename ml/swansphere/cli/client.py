@@ -4,7 +4,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 
 import grpc
@@ -16,7 +18,7 @@ from swansphere.cli.source import check_source
 from swansphere.client import FRAMES_PER_MESSAGE, PCM16_SCALE, ProtocolError, SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
-from swansphere.video import read_video
+from swansphere.video import read_raw_frames, read_video
 
 GATEWAY_ADDRESS_FILE = Path(".run/gateway.addr")
 """Where `make up` writes the gateway's HOST:PORT: the default target."""
@@ -27,7 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--target", help=f"gateway HOST:PORT (default: the address in {GATEWAY_ADDRESS_FILE})"
     )
-    parser.add_argument("--video", type=Path, help="equirectangular MP4")
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="equirectangular MP4, or - for a live source: raw RGB24 frames at 4 fps on stdin (--frame-size)",
+    )
+    parser.add_argument("--frame-size", help="WxH of the raw frames of --video - (W = 2 H)")
     parser.add_argument("--text", default="", help="caption (text condition)")
     parser.add_argument("--out", type=Path, required=True, help="output AmbiX WAV (W, Y, Z, X; SN3D)")
     parser.add_argument("--seconds", type=float, help="duration: text-only length, or cut the video to S s")
@@ -58,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.h_guidance is None) != (args.context_guidance is None):
         raise InputError("give both --h-guidance and --context-guidance, or neither (server defaults)")
     target = args.target or _gateway_address()
-    frames = None
-    if args.video is not None:
-        frames, _ = read_video(args.video)
-        if args.seconds is not None:
-            frames = frames[: max(1, round(args.seconds * VIDEO_FPS))]
+    frames = _frames(args)
     client = SwanSphereClient(
         target,
         timeout_s=args.timeout,
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=None if args.h_guidance is None else (args.h_guidance, args.context_guidance),
             output_format="pcm16" if args.pcm16 else "float32",
-            duration_s=None if frames is not None else args.seconds,
+            duration_s=None if args.video is not None else args.seconds,
             frames_per_message=1 if args.realtime else FRAMES_PER_MESSAGE,
             realtime=args.realtime,
         )
@@ -92,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
                 for chunk in generation:
                     first_chunk_s = first_chunk_s or time.perf_counter() - start
                     out.write(_samples(chunk.audio, args.pcm16))
-        except (grpc.RpcError, ProtocolError) as err:
+        except (grpc.RpcError, ProtocolError, InputError) as err:  # InputError: a bad frame on stdin
             if first_chunk_s is None:
                 args.out.unlink(missing_ok=True)
+            if isinstance(err, InputError):
+                raise
             return _fail(err)
     assert generation.summary is not None  # Generation raises ProtocolError when it is missing
     summary = asdict(generation.summary)
@@ -115,6 +120,28 @@ def run(args: argparse.Namespace) -> int:
     )
     emit(summary, args.json, human)
     return 0
+
+
+def _frames(args: argparse.Namespace) -> np.ndarray | Iterator[np.ndarray] | None:
+    """The video file's frames, or the frames on stdin as they come (--video -); cut to --seconds."""
+    if args.video is None:
+        if args.frame_size is not None:
+            raise InputError("--frame-size goes with --video - (raw frames on stdin)")
+        return None
+    frames_wanted = None if args.seconds is None else max(1, round(args.seconds * VIDEO_FPS))
+    if str(args.video) != "-":
+        if args.frame_size is not None:
+            raise InputError("--frame-size is for raw frames on stdin (--video -); a video file has its own")
+        frames, _ = read_video(args.video)
+        return frames[:frames_wanted]
+    if args.realtime:
+        raise InputError("--realtime paces a video file; frames on stdin are sent as they come")
+    if args.frame_size is None:
+        raise InputError("--video - needs --frame-size WxH, the size of the raw frames on stdin")
+    width, _, height = args.frame_size.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise InputError(f"--frame-size must be WxH, e.g. 512x256, got {args.frame_size!r}")
+    return islice(read_raw_frames(sys.stdin.buffer, int(width), int(height)), frames_wanted)
 
 
 def _gateway_address() -> str:
