@@ -66,27 +66,34 @@ class MemoryTransport:
     """In-process queues for embedded mode: one deque per (topic, group), FIFO.
 
     A receive that may block waits on a condition, not in a loop: a gateway serving an embedded pipeline
-    polls its chunks with block_ms, and a loop would hold the GIL the pipeline's thread needs."""
+    polls its chunks with block_ms, and a loop would hold the GIL the pipeline's thread needs. The
+    pipeline's own receives (block_ms=0) and publishes take no lock while nobody waits."""
 
     def __init__(self) -> None:
         self._queues: dict[str, deque[Envelope]] = defaultdict(deque)
         self._published = threading.Condition()
+        self._waiting = 0
 
     def publish(self, topic: str, message: Envelope) -> None:
-        with self._published:
-            self._queues[topic].append(message)
-            self._published.notify_all()
+        self._queues[topic].append(message)
+        if self._waiting:
+            with self._published:
+                self._published.notify_all()
 
     def publish_all(self, messages: Sequence[tuple[str, Envelope]]) -> None:
         for topic, message in messages:
             self.publish(topic, message)
 
     def receive(self, topic: str, group: str, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        with self._published:
-            if block_ms > 0:
-                self._published.wait_for(lambda: self._queues.get(topic), timeout=block_ms / 1000)
-            queue = self._queues[topic]
-            return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
+        if block_ms > 0 and not self._queues.get(topic):
+            with self._published:
+                self._waiting += 1  # before the check in wait_for: a publish after it notifies
+                try:
+                    self._published.wait_for(lambda: self._queues.get(topic), timeout=block_ms / 1000)
+                finally:
+                    self._waiting -= 1
+        queue = self._queues[topic]
+        return [Delivery(topic, queue.popleft()) for _ in range(min(count, len(queue)))]
 
     def ack(self, deliveries: Sequence[Delivery], group: str) -> None:
         """Nothing to do: an in-process message is gone once received."""
@@ -101,5 +108,4 @@ class MemoryTransport:
         return len(self._queues[topic])
 
     def delete(self, topic: str) -> None:
-        with self._published:
-            self._queues.pop(topic, None)
+        self._queues.pop(topic, None)
