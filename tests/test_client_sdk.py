@@ -186,13 +186,12 @@ def test_cli_realtime_sends_the_frames_at_their_own_rate(fake, target, clip_file
 
 
 def live(frames: np.ndarray, gap_s: float = 0.0, given: list[float] | None = None):
-    """A camera: each item as it is captured (one frame, then the rest in ones and a pair)."""
-    items = [frames[:1], *frames[1:3], frames[3:5], *frames[5:]]
-    for item in items:
+    """A camera: each item as it is captured, one frame (H, W, 3) at a time but for a pair (2, H, W, 3)."""
+    for item in [frames[0], frames[1], frames[2], frames[3:5], *frames[5:]]:
         time.sleep(gap_s)
         if given is not None:
             given.append(time.monotonic())
-        yield item[0] if len(item) == 1 and item.ndim == 4 else item
+        yield item
 
 
 def test_a_live_source_sends_each_item_as_it_comes(fake, target):
