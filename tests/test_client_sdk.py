@@ -423,6 +423,9 @@ def test_cli_streams_raw_frames_on_stdin_as_a_live_source(fake, target, tmp_path
     assert "--realtime paces a video file" in capsys.readouterr().err
     assert main(["client", "--target", target, "--video", "-", "--out", str(cut)]) == 2
     assert "--video - needs --frame-size WxH" in capsys.readouterr().err
+    closed = ["client", "--target", "127.0.0.1:9", "--video", "-", "--frame-size", "16x16", "--out", str(cut)]
+    assert main(closed) == 2, "refused before connecting"
+    assert "frames are not equirectangular: 16x16" in capsys.readouterr().err
 
 
 def test_cli_text_only_needs_seconds_and_gets_exit_code_2(capsys, tmp_path):

@@ -62,6 +62,10 @@ def read_raw_frames(stream: BinaryIO, width: int, height: int) -> Iterator[np.nd
     ends inside a frame."""
     if width < 1 or width != 2 * height:
         raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+    return _raw_frames(stream, width, height)
+
+
+def _raw_frames(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarray]:
     size = width * height * 3
     while data := stream.read(size):
         if len(data) < size:
