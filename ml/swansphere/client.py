@@ -475,16 +475,36 @@ class _Settings:
     """Sent with every call: the gateway's bearer token, when one is given."""
 
 
-class Generation:
+class _Generation:
+    """What the blocking and the asyncio generation share: the settings, and what a response means."""
+
+    def __init__(self, stub: pb_grpc.SwanSphereStub, requests: _Requests, settings: _Settings):
+        self._stub, self._requests, self._settings = stub, requests, settings
+        self.summary: Summary | None = None
+
+    def _take(self, response: pb.GenerateResponse, received: int) -> Chunk | None:
+        """The response's chunk, checked to be the next; None for anything else (the summary is kept)."""
+        kind = response.WhichOneof("kind")
+        if kind == "summary":
+            self.summary = Summary.from_proto(response.summary)
+        if kind != "chunk":
+            return None
+        _check_order(response.chunk, received)
+        if not received:
+            self._requests.first_chunk()
+        return _chunk(response.chunk)
+
+    def _check_summary(self) -> None:
+        if self.summary is None:
+            raise ProtocolError("the stream ended without a summary")
+
+
+class Generation(_Generation):
     """A streaming generation: iterate for chunks in patch order; `summary` is set once all have come.
 
     UNAVAILABLE before the first chunk restarts the stream (up to `retries` times); after a chunk, an
     error is raised as it is, since the audio so far cannot be taken back. Iterating again runs the
     generation again, for a clip or a text: a live source's frames are gone once sent."""
-
-    def __init__(self, stub: pb_grpc.SwanSphereStub, requests: _Requests, settings: _Settings):
-        self._stub, self._requests, self._settings = stub, requests, settings
-        self.summary: Summary | None = None
 
     def __iter__(self) -> Iterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
@@ -497,16 +517,10 @@ class Generation:
                 received = 0
                 try:
                     for response in call:
-                        if response.WhichOneof("kind") == "chunk":
-                            _check_order(response.chunk, received)
-                            if not received:
-                                self._requests.first_chunk()
+                        if (chunk := self._take(response, received)) is not None:
                             received += 1
-                            yield _chunk(response.chunk)
-                        elif response.WhichOneof("kind") == "summary":
-                            self.summary = Summary.from_proto(response.summary)
-                    if self.summary is None:
-                        raise ProtocolError("the stream ended without a summary")
+                            yield chunk
+                    self._check_summary()
                     return
                 except grpc.RpcError as err:
                     if self._requests.error is None:
@@ -522,12 +536,8 @@ class Generation:
             self._requests.close()
 
 
-class AsyncGeneration:
+class AsyncGeneration(_Generation):
     """`Generation` for asyncio: `async for chunk in generation`, then `generation.summary`."""
-
-    def __init__(self, stub: pb_grpc.SwanSphereStub, requests: _Requests, settings: _Settings):
-        self._stub, self._requests, self._settings = stub, requests, settings
-        self.summary: Summary | None = None
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         attempts = _Attempts(self._settings.timeout_s, self._settings.retries, self._settings.backoff_s)
@@ -540,16 +550,10 @@ class AsyncGeneration:
                 received = 0
                 try:
                     async for response in call:
-                        if response.WhichOneof("kind") == "chunk":
-                            _check_order(response.chunk, received)
-                            if not received:
-                                self._requests.first_chunk()
+                        if (chunk := self._take(response, received)) is not None:
                             received += 1
-                            yield _chunk(response.chunk)
-                        elif response.WhichOneof("kind") == "summary":
-                            self.summary = Summary.from_proto(response.summary)
-                    if self.summary is None:
-                        raise ProtocolError("the stream ended without a summary")
+                            yield chunk
+                    self._check_summary()
                     return
                 except asyncio.CancelledError:  # what grpc.aio raises for a call cancelled here
                     task = asyncio.current_task()
