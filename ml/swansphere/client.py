@@ -674,8 +674,9 @@ class SwanSphereClient(_ClientBase):
         """Stream a video, or a text-only stream of `duration_s`. `frames` is a clip (T, H, W, 3) uint8
         equirect at 4 fps, sent `frames_per_message` at a time, or a live source: any iterable giving
         one frame (H, W, 3) or several (n, H, W, 3) at a time, each sent as soon as it is given (a camera;
-        the stream ends when the source does). guidance = (h_weight, context_weight), None for the
-        server's defaults. `realtime` sends a clip's frames at their own rate, as a camera would."""
+        the stream ends when the source does, so give the client a `timeout_s` that long, or None).
+        guidance = (h_weight, context_weight), None for the server's defaults. `realtime` sends a
+        clip's frames at their own rate, as a camera would."""
         requests = self._requests(
             frames, text, seed, steps, guidance, output_format, duration_s, frames_per_message, realtime
         )
