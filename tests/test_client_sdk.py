@@ -423,9 +423,22 @@ def test_cli_streams_raw_frames_on_stdin_as_a_live_source(fake, target, tmp_path
     assert "--realtime paces a video file" in capsys.readouterr().err
     assert main(["client", "--target", target, "--video", "-", "--out", str(cut)]) == 2
     assert "--video - needs --frame-size WxH" in capsys.readouterr().err
+    deadlines = []
+    monkeypatch.setattr(SwanSphereClient, "__init__", _recording(SwanSphereClient.__init__, deadlines))
+    assert run(frames.tobytes()[:384], "--out", str(cut)) == 0
+    assert run(frames.tobytes()[:384], "--out", str(cut), "--timeout", "30") == 0
+    assert deadlines == [None, 30.0], "a live source has no deadline unless given one"
     closed = ["client", "--target", "127.0.0.1:9", "--video", "-", "--frame-size", "16x16", "--out", str(cut)]
     assert main(closed) == 2, "refused before connecting"
     assert "frames are not equirectangular: 16x16" in capsys.readouterr().err
+
+
+def _recording(init, deadlines: list):
+    def recording_init(self, target, timeout_s=60.0, **kwargs):
+        deadlines.append(timeout_s)
+        init(self, target, timeout_s=timeout_s, **kwargs)
+
+    return recording_init
 
 
 def test_cli_text_only_needs_seconds_and_gets_exit_code_2(capsys, tmp_path):

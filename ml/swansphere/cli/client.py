@@ -47,7 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--realtime", action="store_true", help="send the frames one by one at 4 fps, as a live camera does"
     )
-    parser.add_argument("--timeout", type=float, default=600.0, help="deadline of the whole call in seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="deadline of the whole call in seconds (default 600; none for --video -, a live camera)",
+    )
     parser.add_argument("--retries", type=int, default=3, help="tries again while the gateway is unavailable")
     parser.add_argument(
         "--pcm16", action="store_true", help="receive 16-bit PCM (half the bytes); 16-bit WAV"
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     frames = _frames(args)
     client = SwanSphereClient(
         target,
-        timeout_s=args.timeout,
+        timeout_s=_timeout(args),
         retries=args.retries,
         tls=args.tls,
         tls_ca=args.tls_ca,
@@ -142,6 +146,13 @@ def _frames(args: argparse.Namespace) -> np.ndarray | Iterator[np.ndarray] | Non
     if not (width.isdigit() and height.isdigit()):
         raise InputError(f"--frame-size must be WxH, e.g. 512x256, got {args.frame_size!r}")
     return islice(read_raw_frames(sys.stdin.buffer, int(width), int(height)), frames_wanted)
+
+
+def _timeout(args: argparse.Namespace) -> float | None:
+    """--timeout, else 600 s for a file or a text and no deadline for a live source."""
+    if args.timeout is None and str(args.video) != "-":
+        return 600.0
+    return args.timeout
 
 
 def _gateway_address() -> str:
