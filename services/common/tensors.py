@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from swansphere.errors import InputError
-from swansphere.serving.envelope import DTYPES
+from swansphere.serving.envelope import DTYPES, WIRE_DTYPES
 from swansphere.v1 import stages_pb2 as pb
 
 MAX_ELEMENTS = 1 << 26
@@ -16,7 +16,7 @@ def to_tensor(array: np.ndarray) -> pb.Tensor:
     dtype = np.dtype(array.dtype).name
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype} cannot travel (allowed: {sorted(DTYPES)})")
-    data = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    data = np.ascontiguousarray(array, dtype=WIRE_DTYPES[dtype]).tobytes()
     return pb.Tensor(dtype=dtype, shape=list(array.shape), data=data)
 
 
@@ -31,12 +31,13 @@ def from_tensor(tensor: pb.Tensor, name: str, dtype: str, ndim: int) -> np.ndarr
     count = math.prod(shape)  # Python's integers: a huge shape cannot wrap around to a small count
     if count > MAX_ELEMENTS:
         raise InputError(f"{name}: {count} values, at most {MAX_ELEMENTS}")
-    expected = count * np.dtype(DTYPES[dtype]).itemsize
+    wire = WIRE_DTYPES[dtype]
+    expected = count * wire.itemsize
     if len(tensor.data) != expected:
         raise InputError(
             f"{name}: {len(tensor.data)} bytes for shape {list(shape)} {dtype}, expected {expected}"
         )
-    array = np.frombuffer(tensor.data, np.dtype(DTYPES[dtype]).newbyteorder("<")).reshape(shape)
+    array = np.frombuffer(tensor.data, wire).reshape(shape)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"{name}: NaN or infinite values")
     return array

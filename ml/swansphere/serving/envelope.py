@@ -25,8 +25,8 @@ DTYPES = {
     "uint8": np.uint8,
 }
 """The dtypes a message may carry, by name."""
-_WIRE = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in DTYPES.items()}
-"""Each dtype as it travels: little endian."""
+WIRE_DTYPES = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in DTYPES.items()}
+"""Each dtype as it travels (here and in the stage APIs' tensors): little endian."""
 MAX_HEADER_BYTES = 1 << 20
 
 
@@ -53,7 +53,7 @@ def encode(message: Envelope) -> bytes:
         if dtype not in DTYPES:
             raise InputError(f"tensor {name!r}: dtype {dtype} cannot travel (allowed: {sorted(DTYPES)})")
         specs.append({"name": name, "dtype": dtype, "shape": list(array.shape)})
-        blobs.append(np.ascontiguousarray(array, dtype=_WIRE[dtype]).tobytes())
+        blobs.append(np.ascontiguousarray(array, dtype=WIRE_DTYPES[dtype]).tobytes())
     header = json.dumps(
         {
             "stream_id": message.stream_id,
@@ -83,7 +83,7 @@ def decode(data: bytes) -> Envelope:
     offset, tensors = 8 + length, {}
     for spec in specs:
         try:
-            name, dtype = str(spec["name"]), _WIRE[spec["dtype"]]
+            name, dtype = str(spec["name"]), WIRE_DTYPES[spec["dtype"]]
             shape = tuple(int(n) for n in spec["shape"])
         except (KeyError, TypeError, ValueError):
             raise InputError(f"envelope tensor spec is not valid: {spec!r}") from None
