@@ -28,6 +28,7 @@ import grpc.aio
 import numpy as np
 
 from swansphere.conventions import VIDEO_FPS
+from swansphere.equirect import check_equirect_size
 from swansphere.errors import InputError
 from swansphere.v1 import swansphere_pb2 as pb
 from swansphere.v1 import swansphere_pb2_grpc as pb_grpc
@@ -118,10 +119,7 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
         raise InputError(f"frames must be (T, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
     if len(frames) == 0:
         raise InputError("frames: the video holds no frames")
-    if frames.shape[2] != 2 * frames.shape[1]:
-        raise InputError(
-            f"frames are not equirectangular: {frames.shape[2]}x{frames.shape[1]} (W must be 2 H)"
-        )
+    check_equirect_size(frames.shape[2], frames.shape[1])
     return frames
 
 
@@ -144,8 +142,7 @@ def unpack_frames(video: pb.VideoFrames) -> tuple[np.ndarray, np.ndarray]:
     if video.pixel_format not in (pb.PIXEL_FORMAT_UNSPECIFIED, pb.PIXEL_FORMAT_RGB24):
         raise InputError(f"pixel_format {video.pixel_format}: only RGB24 is supported")
     height, width = video.height, video.width
-    if height == 0 or width != 2 * height:
-        raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+    check_equirect_size(width, height)
     size = height * width * 3
     for frame in video.frames:
         if len(frame.data) != size:

@@ -6,6 +6,14 @@ image's left half is the listener's left. Row v looks at el = 90° − 180°·(v
 
 import numpy as np
 
+from swansphere.errors import InputError
+
+
+def check_equirect_size(width: int, height: int) -> None:
+    """InputError unless a frame of `width` x `height` is equirectangular: W = 2·H, H >= 1."""
+    if height < 1 or width != 2 * height:
+        raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+
 
 def column_azimuth(u: np.ndarray | float, width: int) -> np.ndarray:
     return 180.0 - 360.0 * (np.asarray(u, dtype=np.float64) + 0.5) / width

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from swansphere.conventions import VIDEO_FPS
+from swansphere.equirect import check_equirect_size
 from swansphere.errors import InputError
 
 
@@ -60,8 +61,7 @@ def read_raw_frames(stream: BinaryIO, width: int, height: int) -> Iterator[np.nd
     """Raw RGB24 frames (H, W, 3) from a pipe, each as soon as it has come whole: a live source, as
     `ffmpeg -i CAMERA -f rawvideo -pix_fmt rgb24 -r 4 -s WxH -` writes it. InputError if the pipe
     ends inside a frame."""
-    if width < 1 or width != 2 * height:
-        raise InputError(f"frames are not equirectangular: {width}x{height} (width must be 2 x height)")
+    check_equirect_size(width, height)
     return _raw_frames(stream, width, height)
 
 
