@@ -621,11 +621,13 @@ class _ClientBase:
         if frames_per_message < 1:
             raise InputError(f"frames_per_message must be >= 1, got {frames_per_message}")
         config = generate_config(frames is not None, text, seed, steps, guidance, output_format, duration_s)
-        if frames is None or isinstance(frames, np.ndarray):
-            frames = None if frames is None else check_frames(frames)
-            if not realtime or frames is None:
-                return _Requests(config, frames, frames_per_message)
-            return self.live_requests(config, self.paced(frames, frames_per_message))
+        if frames is None:
+            return _Requests(config, None, frames_per_message)
+        if isinstance(frames, np.ndarray):
+            frames = check_frames(frames)
+            if realtime:
+                return self.live_requests(config, self.paced(frames, frames_per_message))
+            return _Requests(config, frames, frames_per_message)
         if realtime:
             raise InputError("realtime paces a clip's frames; a live source sends them as it gives them")
         return self.live_requests(config, frames)
