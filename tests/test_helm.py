@@ -7,7 +7,9 @@ and the Dockerfiles' entry points are checked against what the package really in
 """
 
 import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from swansphere.cli.serve import SERVICES
+from swansphere.serving.tritonserver import STUB, pytriton_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy/helm/swansphere"
@@ -594,3 +597,30 @@ def test_dockerfile_runs_an_installed_command_as_non_root_from_pinned_images(doc
 def test_there_is_one_image_per_service_plus_triton_and_the_package():
     stems = {p.stem for p in DOCKER.glob("*.Dockerfile")}
     assert stems == {s.replace("_", "-") for s in SERVICES} | {"triton", "swansphere"}
+
+
+def test_triton_image_puts_the_libraries_its_python_stub_needs_where_its_rpath_looks():
+    """The 3.11 stub links the wheel's renamed libcudart through an RPATH relative to the stub, which
+    the image's layout must honour, or no model's stub starts."""
+    stub = pytriton_dir() / "python_backend_stubs" / "3.11" / STUB
+    wheel_libs = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
+    dynamic = subprocess.run(["readelf", "-d", str(stub)], capture_output=True, text=True, check=True).stdout
+    (rpath,) = re.findall(r"\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[(.+)\]", dynamic)
+    private = [
+        name
+        for name in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+)\]", dynamic)
+        if (wheel_libs / name).is_file()
+    ]
+    assert private, "the stub needs none of the wheel's libraries: this test checks nothing"
+    dockerfile = DOCKER / "triton.Dockerfile"
+    copies = {
+        rest.split()[-2]: rest.split()[-1]
+        for keyword, rest in dockerfile_instructions(dockerfile)
+        if keyword == "COPY" and rest.startswith("--from=build")
+    }
+    (stub_dest,) = [dest for source, dest in copies.items() if source.endswith(f"/3.11/{STUB}")]
+    (libs_dest,) = [dest for source, dest in copies.items() if source.endswith("/nvidia_pytriton.libs")]
+    assert os.path.normpath(rpath.replace("$ORIGIN", os.path.dirname(stub_dest))) == libs_dest
+    extracted = dockerfile.read_text()
+    for name in private:
+        assert f"'nvidia_pytriton.libs/{name.split('-')[0]}-'" in extracted, f"{name} is not extracted"

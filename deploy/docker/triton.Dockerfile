@@ -20,11 +20,13 @@ RUN rm -rf ml/swansphere/v1 && mkdir -p ml/swansphere/v1 && touch ml/swansphere/
  && python -m grpc_tools.protoc -Iprotos --python_out=ml --grpc_python_out=ml --pyi_out=ml \
       protos/swansphere/v1/*.proto \
  && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
-# The Python 3.11 backend stub of Triton 2.51 (nvidia-pytriton 0.7.0 ships one per Python version).
+# The Python 3.11 backend stub of Triton 2.51 (nvidia-pytriton 0.7.0 ships one per Python version),
+# with the CUDA runtime it links against: the wheel's own renamed copy, found through the stub's RPATH.
 RUN python -m pip download --no-cache-dir --no-deps --dest /pytriton nvidia-pytriton==0.7.0 \
- && python -c "import glob, zipfile; \
-zipfile.ZipFile(glob.glob('/pytriton/*.whl')[0]).extract( \
-'pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub', '/stub')"
+ && python -c "import glob, zipfile; wheel = zipfile.ZipFile(glob.glob('/pytriton/*.whl')[0]); \
+[wheel.extract(name, '/stub') for name in wheel.namelist() \
+ if name == 'pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub' \
+ or name.startswith('nvidia_pytriton.libs/libcudart-')]"
 
 FROM ${TRITON_IMAGE}
 RUN apt-get update \
@@ -42,6 +44,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 COPY --from=build --chmod=755 \
     /stub/pytriton/tritonserver/python_backend_stubs/3.11/triton_python_backend_stub \
     /opt/tritonserver/backends/python/triton_python_backend_stub
+# The stub's RPATH is $ORIGIN/../../../../nvidia_pytriton.libs, its place in the wheel; from
+# /opt/tritonserver/backends/python that is /nvidia_pytriton.libs. Without its libcudart there, every
+# model's stub fails to start and Triton exits (tests/test_helm.py checks the two paths agree).
+COPY --from=build /stub/nvidia_pytriton.libs /nvidia_pytriton.libs
 # The stub's interpreter finds the venv's packages (torch, swansphere) through PYTHONPATH.
 ENV PYTHONPATH=/opt/swansphere/lib/python3.11/site-packages \
     PATH=/opt/tritonserver/bin:${PATH} \
