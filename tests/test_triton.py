@@ -11,9 +11,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
 from conftest import free_port
-from helpers_model import step_one
+from helpers_model import step_one, tiny_model
 from helpers_tls import write_certificate
 from tritonclient.utils import InferenceServerException
 
@@ -40,7 +41,6 @@ from swansphere.serving.triton_export import (
     checkpoint_path,
     export_repository,
     read_repository_config,
-    verify_checkpoint,
 )
 from swansphere.serving.tritonserver import TritonServer
 
@@ -290,12 +290,13 @@ def test_unreachable_server_is_unavailable_not_bad_input(triton, closed_port):
 def test_a_checkpoint_whose_sha256_differs_refuses_to_load(triton_server, triton_repository, tmp_path):
     checkpoint = triton_repository / CHECKPOINT_FILE
     sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    verify_checkpoint(checkpoint, sha256)
+    loaded = load_checkpoint(checkpoint, sha256=sha256).state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in tiny_model().state_dict().items())
     corrupt = bytearray(checkpoint.read_bytes())
     corrupt[-1] ^= 0xFF
     (tmp_path / "corrupt.safetensors").write_bytes(corrupt)
     with pytest.raises(InputError, match="sha256"):
-        verify_checkpoint(tmp_path / "corrupt.safetensors", sha256)
+        load_checkpoint(tmp_path / "corrupt.safetensors", sha256=sha256)
     # The real load path: a copy of the locdit model whose checkpoint is the corrupted file.
     model_dir = triton_repository / "locdit_corrupt"
     shutil.copytree(triton_repository / "locdit", model_dir)
@@ -309,6 +310,24 @@ def test_a_checkpoint_whose_sha256_differs_refuses_to_load(triton_server, triton
                 client.load_model("locdit_corrupt")
             assert not client.is_model_ready("locdit_corrupt")
             assert all(client.is_model_ready(name) for name in STAGES)
+    finally:
+        shutil.rmtree(model_dir)
+
+
+def test_a_model_without_its_checkpoint_beside_it_says_how_to_export(triton_server, triton_repository):
+    """What Triton does to a repository on S3 (copies the model's folder, not the checkpoint at the
+    root) must fail with the fix in the message, not a bare file-not-found."""
+    model_dir = triton_repository / "locdit_alone"
+    shutil.copytree(triton_repository / "locdit", model_dir)
+    try:
+        config = (model_dir / "config.pbtxt").read_text()
+        config = config.replace('name: "locdit"', 'name: "locdit_alone"')
+        config = config.replace(f'"{CHECKPOINT_FILE}"', '"elsewhere/checkpoint.safetensors"')
+        (model_dir / "config.pbtxt").write_text(config)
+        with grpcclient.InferenceServerClient(triton_server.url) as client:
+            with pytest.raises(InferenceServerException, match="--checkpoint-location"):
+                client.load_model("locdit_alone")
+            assert not client.is_model_ready("locdit_alone")
     finally:
         shutil.rmtree(model_dir)
 
@@ -345,7 +364,7 @@ def test_export_reads_the_checkpoint_from_s3(triton_repository, s3_bucket, tmp_p
     summary = export_repository(uri, tmp_path / "models")
     assert summary["source"] == uri
     assert (tmp_path / "models" / CHECKPOINT_FILE).read_bytes() == checkpoint
-    verify_checkpoint(tmp_path / "models" / CHECKPOINT_FILE, summary["checkpoint_sha256"])
+    load_checkpoint(tmp_path / "models" / CHECKPOINT_FILE, sha256=summary["checkpoint_sha256"])
 
 
 def test_a_repository_served_from_s3_loads_its_checkpoint_from_an_absolute_location(
@@ -358,12 +377,12 @@ def test_a_repository_served_from_s3_loads_its_checkpoint_from_an_absolute_locat
     for stage in STAGES:
         assert f'string_value: "{uri}"' in (tmp_path / "models" / stage / "config.pbtxt").read_text()
     assert checkpoint_path(tmp_path / "models" / "locdit", uri) == uri
-    verify_checkpoint(uri, summary["checkpoint_sha256"])
+    load_checkpoint(uri, sha256=summary["checkpoint_sha256"])
     with pytest.raises(InputError, match="absolute path"):
         export_repository(uri, tmp_path / "other", checkpoint_location="relative/checkpoint.safetensors")
     storage.write_bytes(uri, b"tampered")
     with pytest.raises(InputError, match="refusing to load"):
-        verify_checkpoint(uri, summary["checkpoint_sha256"])
+        load_checkpoint(uri, sha256=summary["checkpoint_sha256"])
 
 
 def test_pipeline_over_triton_equals_embedded_generation(triton, triton_repository):

@@ -5,6 +5,7 @@ and the config travels as JSON in the file's metadata. A config whose text encod
 FLAN-T5 leaves those frozen weights out; they load from `config.text.pretrained`.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,15 +45,26 @@ def read_metadata(data: bytes, uri: str | Path) -> dict[str, str]:
     return metadata
 
 
-def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> SwanSphere:
-    """Build the model from the checkpoint's own config and load its weights (strictly)."""
+def load_checkpoint(
+    uri: str | Path, device: str | torch.device = "cpu", sha256: str | None = None
+) -> SwanSphere:
+    """Build the model from the checkpoint's own config and load its weights (strictly); given
+    `sha256`, refuse a file whose hash differs. The file is read once and dropped before the model is
+    built, so loading holds about twice the checkpoint's size, not three times (a paper-size Triton
+    model loads four of them at once)."""
     data = storage.read_bytes(uri)
+    if sha256 is not None and (digest := hashlib.sha256(data).hexdigest()) != sha256:
+        raise InputError(
+            f"{uri}: checkpoint sha256 {digest} differs from the exported {sha256}; "
+            "refusing to load (re-run `swansphere export`)"
+        )
     metadata = read_metadata(data, uri)
     try:
         config = config_from_dict(SwanSphereConfig, json.loads(metadata["config"]))
         state = load_safetensors(data)
     except (KeyError, ValueError, TypeError, safetensors.SafetensorError) as err:
         raise InputError(f"{uri}: damaged checkpoint ({err})") from None
+    del data
     model = SwanSphere(config)
     expected = set(_stored_tensors(model))
     missing, unexpected = expected - set(state), set(state) - expected

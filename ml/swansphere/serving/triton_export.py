@@ -85,7 +85,6 @@ MAX_QUEUE_DELAY_US = 0
 stream's patch a worker received), and rows that arrive while an instance computes still join its
 next execution; a 2 ms wait cost 2.4 ms of queue time per request and 4 stages' worth per patch."""
 _MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
-_HASH_BLOCK = 1 << 20
 
 
 def export_repository(
@@ -233,26 +232,6 @@ def checkpoint_path(model_dir: str | Path, parameter: str) -> str:
     if parameter.startswith("s3://") or Path(parameter).is_absolute():
         return parameter
     return str(Path(model_dir).parent / parameter)
-
-
-def verify_checkpoint(path: str | Path, sha256: str) -> None:
-    """Refuse a checkpoint (local path or s3:// URI) whose sha256 is not the one the repository was
-    exported with."""
-    digest = hashlib.sha256()
-    if str(path).startswith("s3://"):
-        digest.update(storage.read_bytes(str(path)))
-    else:
-        try:
-            with open(path, "rb") as file:
-                while block := file.read(_HASH_BLOCK):
-                    digest.update(block)
-        except OSError as err:
-            raise InputError(f"{path}: cannot read checkpoint ({err.strerror})") from None
-    if digest.hexdigest() != sha256:
-        raise InputError(
-            f"{path}: checkpoint sha256 {digest.hexdigest()} differs from the exported {sha256}; "
-            "refusing to load (re-run `swansphere export`)"
-        )
 
 
 def lm_request(steps: Sequence[LMStep]) -> dict[str, np.ndarray]:

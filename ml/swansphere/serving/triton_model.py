@@ -60,7 +60,6 @@ from swansphere.serving.triton_export import (
     checkpoint_path,
     lm_steps,
     lm_streams,
-    verify_checkpoint,
 )
 
 LOCDIT_INPUTS = ("H", "CONTEXT", "SEED", "PATCH", "STEPS", "GUIDANCE")
@@ -82,7 +81,11 @@ class TritonPythonModel:
             raise InputError(f"unknown stage {self.stage!r}")
         self.execute_requests = handlers[self.stage]
         path = checkpoint_path(Path(args["model_repository"]), values["checkpoint"])
-        verify_checkpoint(path, values["checkpoint_sha256"])
+        if not path.startswith("s3://") and not Path(path).is_file():
+            raise InputError(
+                f"no checkpoint at {path}: a repository that Triton copies from S3 needs the checkpoint's "
+                "own location (`swansphere export --checkpoint-location`, docs/deploy.md)"
+            )
         gpu = args["model_instance_kind"] == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if gpu else "cpu"
         if gpu:
@@ -94,7 +97,7 @@ class TritonPythonModel:
         # A GPU instance takes the GPU path (issue 7): bf16 matrix products, LocDiT's loop and the LM
         # step as CUDA graphs; the VAE decoder stays in float32.
         self.backend = TorchBackend(
-            load_checkpoint(path, device),
+            load_checkpoint(path, device, sha256=values["checkpoint_sha256"]),
             autocast=torch.bfloat16 if gpu else None,
             cuda_graphs=gpu,
             video_state_bytes=int(os.environ.get("SWANSPHERE_VIDEO_STATE_BYTES", 8 << 30)),
