@@ -370,6 +370,7 @@ def test_triton_pulls_the_repository_from_s3_with_explicit_model_control(chart):
     assert "--model-repository=s3://minio:9000/models/swansphere/current" in args
     assert "--model-control-mode=explicit" in args and "--load-model=*" in args
     assert "--metrics-config=histogram_latencies=true" in args
+    assert "--model-load-thread-count=2" in args  # two paper-size loads fit the memory limit, four not
     volumes = {v["name"]: v for v in pod["volumes"]}
     shm = next(m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
     assert volumes[shm["name"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
