@@ -118,6 +118,24 @@ def test_interceptor_counts_calls_by_code_and_maps_input_error_to_invalid_argume
     assert crashed and crashed[0].method == ENCODE and "boom" in str(crashed[0].exc_info[1])
 
 
+def test_a_call_that_returns_after_its_deadline_counts_as_deadline_exceeded(channel):
+    encode = stages_pb2_grpc.VideoEncoderStub(channel).Encode
+    before = {code: requests_count(ENCODE, code) for code in ("OK", "DEADLINE_EXCEEDED")}
+    SLOW_CALL_STARTED.clear()
+    with pytest.raises(grpc.RpcError) as late:
+        encode(stages_pb2.EncodeRequest(stream_id="slow", frames=frames()), timeout=0.3)
+    assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert SLOW_CALL_STARTED.wait(5)
+    deadline = time.monotonic() + 5
+    while (
+        requests_count(ENCODE, "DEADLINE_EXCEEDED") == before["DEADLINE_EXCEEDED"]
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert requests_count(ENCODE, "DEADLINE_EXCEEDED") == before["DEADLINE_EXCEEDED"] + 1
+    assert requests_count(ENCODE, "OK") == before["OK"]
+
+
 def test_metrics_endpoint_serves_the_shared_metrics(channel, closed_port):
     stages_pb2_grpc.VideoEncoderStub(channel).Encode(stages_pb2.EncodeRequest(frames=frames()), timeout=5)
     server = start_metrics_server(closed_port)

@@ -228,6 +228,11 @@ def _finish(method: str, context: grpc.ServicerContext, error: Exception | None)
             "call crashed", exc_info=error, extra={"method": method, "code": grpc.StatusCode.UNKNOWN.name}
         )
         return
+    if code is None and not context.is_active():  # returned after the client went away
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+        details = "the deadline passed" if expired else "the client went away"
     _record(method, code or grpc.StatusCode.OK, details)
 
 
