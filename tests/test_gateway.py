@@ -128,6 +128,7 @@ def test_clip_call_pcm16_and_text_only(gateway, model):
         (pb.GenerateConfig(steps=500), "config.steps"),
         (pb.GenerateConfig(h_guidance=-1.0), "config.h_guidance"),
         (pb.GenerateConfig(duration_s=-2.0), "config.duration_s"),
+        (pb.GenerateConfig(duration_s=1e-6), "one sample"),
         (pb.GenerateConfig(frame_rate=30), "config.frame_rate"),
         (pb.GenerateConfig(text="x" * 1001), "config.text"),
     ],
@@ -156,6 +157,28 @@ def test_bad_frames_are_invalid_argument(gateway, frames):
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.Generate(iter([pb.GenerateRequest(video=requests[1].video)]), timeout=10))
         assert "first message must be a config" in caught.value.details()
+
+
+def test_a_message_without_video_or_end_is_invalid_argument(gateway):
+    with grpc.insecure_channel(gateway[0]) as channel, pytest.raises(grpc.RpcError) as caught:
+        requests = [pb.GenerateRequest(config=pb.GenerateConfig(steps=STEPS)), pb.GenerateRequest()]
+        list(pb_grpc.SwanSphereStub(channel).Generate(iter(requests), timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "neither video nor end" in caught.value.details()
+
+
+def test_a_clip_whose_answer_exceeds_the_message_limit_is_refused_before_any_work(gateway):
+    """About 94 s of float32 FOA fill the 64 MiB answer; a longer clip would be generated, then lost."""
+    address, servicer = gateway
+    patches = servicer.pipeline.stages["locdit"].seconds["locdit"]
+    with SwanSphereClient(address, timeout_s=10, retries=0) as client:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.generate_clip(text="rain", steps=STEPS, duration_s=100.0)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at most 94 s of float32" in caught.value.details() and "Generate" in caught.value.details()
+        with pytest.raises(grpc.RpcError, match="at most 187 s of pcm16"):
+            client.generate_clip(text="rain", steps=STEPS, duration_s=200.0, output_format="pcm16")
+    assert servicer.pipeline.stages["locdit"].seconds["locdit"] == patches
 
 
 def test_a_message_over_the_size_limit_is_refused_with_resource_exhausted(gateway, frames):

@@ -18,7 +18,7 @@ from swansphere.serving.backend import TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.session import StreamFailedError, StreamSession
-from swansphere.serving.stages import STAGES, StreamSpec, build_stages
+from swansphere.serving.stages import MAX_VIDEO_FRAMES, STAGES, StreamSpec, build_stages
 from swansphere.serving.state import MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 from swansphere.serving.worker import StageWorker
@@ -245,6 +245,13 @@ def test_frames_are_checked_before_they_enter_the_pipeline(model):
         session.send_frames(np.zeros((1, 64, 128, 3), np.float32))
     with pytest.raises(InputError, match="no video frames"):
         session.end()
+    session.frames_sent = MAX_VIDEO_FRAMES - 1  # a stream at 10 minutes less one frame
+    with pytest.raises(InputError, match="longer than 600 s"):
+        session.send_frames(np.zeros((2, 32, 64, 3), np.uint8))
+    session.send_frames(np.zeros((1, 32, 64, 3), np.uint8))
+    assert session.frames_sent == MAX_VIDEO_FRAMES
+    with pytest.raises(InputError, match="one sample"):
+        StreamSpec("t", text="rain", duration_s=1e-6)
 
 
 def test_streamed_video_tokens_equal_encoding_the_whole_clip(model):

@@ -8,12 +8,18 @@ import math
 
 import numpy as np
 
-from swansphere.client import pack_audio, unpack_frames
-from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
+from swansphere.client import MAX_MESSAGE_BYTES, pack_audio, unpack_frames
+from swansphere.conventions import FOA_CHANNELS, SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
 from swansphere.serving.session import Chunk
-from swansphere.serving.stages import MAX_DURATION_S, MAX_STEPS, GenerationSettings, StreamSpec
+from swansphere.serving.stages import (
+    MAX_DURATION_S,
+    MAX_STEPS,
+    MIN_DURATION_S,
+    GenerationSettings,
+    StreamSpec,
+)
 from swansphere.v1 import swansphere_pb2 as pb
 
 MAX_TEXT_CHARS = 1000
@@ -45,8 +51,11 @@ def stream_spec(config: pb.GenerateConfig, stream_id: str) -> tuple[StreamSpec, 
     if config.frame_rate not in (0, VIDEO_FPS):
         raise InputError(f"config.frame_rate: {config.frame_rate}, the model reads video at {VIDEO_FPS} fps")
     duration = config.duration_s
-    if duration != 0 and not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
-        raise InputError(f"config.duration_s: {duration}, must be 0 (video) or in (0, {MAX_DURATION_S:g}]")
+    if duration != 0 and not (math.isfinite(duration) and MIN_DURATION_S <= duration <= MAX_DURATION_S):
+        raise InputError(
+            f"config.duration_s: {duration}, must be 0 (video) or in "
+            f"[{MIN_DURATION_S:.3g}, {MAX_DURATION_S:g}] (one sample to 10 minutes)"
+        )
     if config.output_format not in pb.OutputFormat.values():
         raise InputError(f"config.output_format: unknown value {config.output_format}")
     settings = GenerationSettings(
@@ -54,6 +63,25 @@ def stream_spec(config: pb.GenerateConfig, stream_id: str) -> tuple[StreamSpec, 
     )
     spec = StreamSpec(stream_id, text=config.text or None, settings=settings, duration_s=duration or None)
     return spec, config.output_format
+
+
+CLIP_AUDIO_BYTES = MAX_MESSAGE_BYTES - (1 << 20)
+"""Most audio one GenerateClip answer carries: the message limit, less room for the rest of it."""
+
+
+def check_clip_size(request: pb.GenerateClipRequest) -> None:
+    """Refuse a GenerateClip whose answer would exceed the message limit, before any work is done
+    (about 94 s of float32 FOA, 187 s of pcm16); Generate streams longer clips chunk by chunk."""
+    config = request.config
+    seconds = config.duration_s or len(request.video.frames) / VIDEO_FPS
+    pcm16 = config.output_format == pb.OUTPUT_FORMAT_PCM16
+    width = 2 if pcm16 else 4
+    if round(seconds * SAMPLE_RATE) * len(FOA_CHANNELS) * width > CLIP_AUDIO_BYTES:
+        longest = CLIP_AUDIO_BYTES / (SAMPLE_RATE * len(FOA_CHANNELS) * width)
+        raise InputError(
+            f"GenerateClip answers at most {longest:.0f} s of {'pcm16' if pcm16 else 'float32'} audio in one "
+            f"message, this clip is {seconds:g} s: stream it with Generate"
+        )
 
 
 def frames(video: pb.VideoFrames, first_index: int) -> np.ndarray:

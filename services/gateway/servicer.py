@@ -75,6 +75,8 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
             first = next(request_iterator)
         except StopIteration:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: send a config message first")
+        except grpc.RpcError:
+            context.abort(grpc.StatusCode.CANCELLED, "the client went away before its config")
         if first.WhichOneof("kind") != "config":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a config")
         yield from self._serve(first.config, request_iterator, context)
@@ -82,8 +84,14 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
     def GenerateClip(
         self, request: pb.GenerateClipRequest, context: grpc.ServicerContext
     ) -> pb.GenerateClipResponse:
+        try:
+            convert.check_clip_size(request)
+        except InputError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         following = [] if not request.HasField("video") else [pb.GenerateRequest(video=request.video)]
         responses = list(self._serve(request.config, iter(following), context))
+        if not context.is_active():  # cancelled or past its deadline: nobody to answer
+            return pb.GenerateClipResponse()
         audio = [unpack_audio(r.chunk) for r in responses if r.HasField("chunk")]
         return pb.GenerateClipResponse(
             sample_rate=SAMPLE_RATE,
@@ -212,6 +220,8 @@ class _FrameReader(threading.Thread):
                 kind = request.WhichOneof("kind")
                 if kind == "end":
                     break
+                if kind is None:
+                    raise InputError("a message with neither video nor end after the config")
                 if kind != "video":
                     raise InputError(f"unexpected {kind} message after the config")
                 if self.spec.duration_s is not None:

@@ -9,7 +9,14 @@ import numpy as np
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope
-from swansphere.serving.stages import SPATIAL_LM, VIDEO_ENCODER, StreamSpec, out_topic
+from swansphere.serving.stages import (
+    MAX_DURATION_S,
+    MAX_VIDEO_FRAMES,
+    SPATIAL_LM,
+    VIDEO_ENCODER,
+    StreamSpec,
+    out_topic,
+)
 from swansphere.serving.state import StateStore
 from swansphere.serving.transport import Transport
 
@@ -78,6 +85,11 @@ class StreamSession:
             raise InputError(f"frames must be uint8 RGB, got {frames.dtype}")
         if frames.shape[0] == 0:
             return
+        if self.frames_sent + frames.shape[0] > MAX_VIDEO_FRAMES:
+            raise InputError(
+                f"video longer than {MAX_DURATION_S:g} s: a stream takes at most {MAX_VIDEO_FRAMES} frames "
+                f"at {VIDEO_FPS} fps"
+            )
         message = Envelope(self.spec.stream_id, "frames", self.frames_sent, tensors={"frames": frames})
         self.transport.publish(VIDEO_ENCODER, message)
         self.frames_sent += frames.shape[0]

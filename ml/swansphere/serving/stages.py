@@ -41,6 +41,10 @@ MAX_STEPS = 200
 """Upper bound on solver steps per patch; more buys nothing and would stall a stream."""
 MAX_DURATION_S = 600.0
 """Longest stream, video or text-only (10 minutes)."""
+MIN_DURATION_S = 1 / SAMPLE_RATE
+"""Shortest text-only stream: one sample."""
+MAX_VIDEO_FRAMES = round(MAX_DURATION_S * VIDEO_FPS)
+"""Most frames a video stream may send (10 minutes at 4 fps)."""
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,11 @@ class StreamSpec:
     """Text-only streams: the length; video streams end with the video."""
 
     def __post_init__(self) -> None:
-        if self.duration_s is not None and not 0 < self.duration_s <= MAX_DURATION_S:
-            raise InputError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds, got {self.duration_s}")
+        if self.duration_s is not None and not MIN_DURATION_S <= self.duration_s <= MAX_DURATION_S:
+            raise InputError(
+                f"duration must be in [{MIN_DURATION_S:.3g}, {MAX_DURATION_S:g}] seconds (one sample to 10 "
+                f"minutes), got {self.duration_s}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
