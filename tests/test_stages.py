@@ -19,7 +19,7 @@ from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.envelope import Envelope, decode, encode
 from swansphere.serving.session import StreamFailedError, StreamSession
 from swansphere.serving.stages import MAX_VIDEO_FRAMES, STAGES, StreamSpec, build_stages
-from swansphere.serving.state import MemoryStateStore
+from swansphere.serving.state import CLOSED, MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 from swansphere.serving.worker import StageWorker
 from swansphere.video import model_frames, model_pixels
@@ -178,6 +178,25 @@ def test_the_lm_frees_a_streams_state_once_its_last_patch_is_planned(model, fram
     backend = EndRecordingBackend(model)
     run_stream(model, frames, UnrulyTransport(seed), MemoryStateStore(), backend)
     assert "s1" in backend.ended
+
+
+def test_a_closed_stream_is_not_started_again_by_its_messages_in_flight(model, frames):
+    """The gateway refused or lost the stream while its start, frames and end were still queued: the
+    stages drop them, generate nothing, and the store keeps only the stream's closed mark."""
+    transport, store = MemoryTransport(), MemoryStateStore()
+    stages = build_stages(TorchBackend(model), store)
+    workers = [StageWorker(stages[name], transport, "w", 8, 0) for name in STAGES]
+    session = StreamSession(
+        transport, store, StreamSpec("gone", settings=SETTINGS), model.config.patch_samples
+    )
+    session.start()
+    session.send_frames(frames[:4])
+    session.end()
+    session.close()
+    while sum(worker.run_once() for worker in workers):
+        pass
+    assert stages["locdit"].seconds["locdit"] == 0 and stages["vae_decoder"].seconds["vae_decoder"] == 0
+    assert store.get_many("gone", ["spec", "frame@0", CLOSED]) == [None, None, b"1"]
 
 
 def test_text_only_stream_runs_for_its_duration(model):

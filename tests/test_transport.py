@@ -16,7 +16,7 @@ from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope, decode
 from swansphere.serving.kafka_log import EVENT_TOPICS, EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport, TransportError
-from swansphere.serving.state import MemoryStateStore
+from swansphere.serving.state import CLOSED, MemoryStateStore
 from swansphere.serving.transport import Delivery, MemoryTransport
 
 pytestmark = pytest.mark.servers
@@ -351,7 +351,8 @@ def test_state_store_values_lists_and_delete(store, redis_url):
 
     store.delete("s1")
     assert store.get("s1", "next") is None and store.items("s1", "frames") == []
-    assert {key.decode() for key in raw.keys("ss:state:*")} == {"ss:state:{s2}"}
+    assert {key.decode() for key in raw.keys("ss:state:*")} == {"ss:state:{s1}", "ss:state:{s2}"}
+    assert raw.hgetall("ss:state:{s1}") == {CLOSED.encode(): b"1"} and 0 < raw.ttl("ss:state:{s1}") <= 60
     assert store.get("s2", "next") == b"1"
     raw.close()
     with pytest.raises(InputError, match="braces"):

@@ -29,7 +29,7 @@ from redis.client import Pipeline
 
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope, decode, encode
-from swansphere.serving.state import Section
+from swansphere.serving.state import CLOSED, Section
 from swansphere.serving.transport import Delivery
 
 log = logging.getLogger(__name__)
@@ -475,11 +475,14 @@ class RedisStateStore:
         return sum(self._write([*writes, *removals], build)[first : first + len(names)])
 
     def delete(self, stream_id: str) -> None:
-        """Drops the values and lists; a held lock is left to its lease."""
+        """Drops the values and lists but the `CLOSED` mark; a held lock is left to its lease."""
         base = self._base(stream_id)
         with _reaching(self.url):
             lists = self._redis.smembers(f"{base}:lists")
-            self._redis.delete(base, f"{base}:lists", *lists)
+        self._write(
+            [stream_id],
+            lambda pipe: [pipe.delete(base, f"{base}:lists", *lists), pipe.hset(base, CLOSED, b"1")],
+        )
 
     def close(self) -> None:
         self._redis.close()

@@ -31,7 +31,7 @@ from swansphere.models.svac import nearest_steps
 from swansphere.models.vae import decoder_context_frames
 from swansphere.serving.backend import Backend, FrameWindow, LMStateLostError, LMStep, VideoStateLostError
 from swansphere.serving.envelope import Envelope, decode, encode
-from swansphere.serving.state import Section, StateStore
+from swansphere.serving.state import CLOSED, Section, StateStore
 from swansphere.video import model_pixels
 
 VIDEO_ENCODER, SPATIAL_LM, LOCDIT, VAE_DECODER = "video_encoder", "spatial_lm", "locdit", "vae_decoder"
@@ -202,9 +202,10 @@ class VideoEncoderStage(Stage):
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
         streams = list(dict.fromkeys(m.stream_id for m in messages if m.kind != "end"))
         out: list[tuple[str, Envelope]] = []
-        counts = {stream: ["frames"] for stream in streams}
+        counts = {stream: ["frames", CLOSED] for stream in streams}
         with self.store.lock_each(streams, self.name, file=filed, read=counts) as section:
-            work = self._new_frames(section.values)
+            closed = {stream for stream, (_, mark) in section.values.items() if mark is not None}
+            work = self._new_frames({s: v for s, v in section.values.items() if s not in closed})
             backlog = []
             if any(job.done == 0 for job in work):
                 backlog = [job for job in work if job.count - job.done > FIRST_CALL_FRAMES]
@@ -214,6 +215,7 @@ class VideoEncoderStage(Stage):
             self.seconds[self.name] += time.perf_counter() - start
             out += self._commit(work, tokens, section)
         out += [(VIDEO_ENCODER, Envelope(job.stream, "encode", job.done)) for job in backlog]
+        _forget(self.store, closed)
         return out + [(SPATIAL_LM, message) for message in ends]
 
     def _frames(self, message: Envelope) -> list[tuple[str, str, bytes]]:
@@ -226,7 +228,7 @@ class VideoEncoderStage(Stage):
     def _new_frames(self, counts: dict[str, list[bytes | None]]) -> list[_EncoderJob]:
         """The windows of each stream's new contiguous frames, at most `FIRST_CALL_FRAMES` in its
         first call and `MAX_CALL_FRAMES` in any later one (under the streams' locks), from each
-        stream's count of frames encoded (stream -> [count]); none for a stream without new frames.
+        stream's count of frames encoded (stream -> [count, ...]); none for a stream without new frames.
         One round trip for all the streams."""
         streams = list(counts)
         done = {stream: int(counts[stream][0] or 0) for stream in streams}
@@ -420,7 +422,10 @@ class SpatialLMStage(Stage):
         streams = sorted(dict.fromkeys(message.stream_id for message in messages))
         values = {stream: self.STREAM_VALUES for stream in streams}
         with self.store.lock_each(streams, self.name, file=filed, read=values) as section:
-            read = self._next_patches(section.values)
+            closed = {
+                stream for stream, stream_values in section.values.items() if stream_values[-1] is not None
+            }
+            read = self._next_patches({s: v for s, v in section.values.items() if s not in closed})
             jobs = [job for job in read if job.ready]
             start = time.perf_counter()
             hs = self._plan(jobs)
@@ -432,10 +437,14 @@ class SpatialLMStage(Stage):
                     job.total / self.config.patch_samples
                 ):
                     self.backend.end_stream(job.stream)
+        for stream in closed:
+            self.backend.end_stream(stream)
+        _forget(self.store, closed)
         return out
 
-    STREAM_VALUES = ("spec", "next", "end_frames", "tokens_from")
-    """A stream's values that planning its next patch starts from, read as its lock is taken."""
+    STREAM_VALUES = ("spec", "next", "end_frames", "tokens_from", CLOSED)
+    """A stream's values that planning its next patch starts from, read as its lock is taken; the
+    last says whether the stream is closed."""
 
     def _next_patches(self, values: dict[str, list[bytes | None]]) -> list[_LMJob]:
         """Each started stream's next patch from its `STREAM_VALUES`, ready if it can be planned now
@@ -444,7 +453,7 @@ class SpatialLMStage(Stage):
         lists, the next token chunks, their recent latents) when nothing new arrived on a token list,
         however many patches the streams have."""
         specs, starts = {}, {}
-        for stream, (spec_json, _, _, tokens_from) in values.items():
+        for stream, (spec_json, _, _, tokens_from, _) in values.items():
             if spec_json is not None:  # None before the stream's start message
                 specs[stream] = StreamSpec.from_json(spec_json)
                 chunk, frame = (int(part) for part in (tokens_from or b"0:0").decode().split(":"))
@@ -452,7 +461,7 @@ class SpatialLMStage(Stage):
         tokens = self._tokens(starts)
         jobs, ends = [], {}
         for stream, spec in specs.items():
-            _, next_patch, end_frames, _ = values[stream]
+            _, next_patch, end_frames, _, _ = values[stream]
             ends[stream] = None if end_frames is None else int(end_frames)
             total = self._total_samples(spec, ends[stream])
             jobs.append(_LMJob(stream, spec, int(next_patch or 0), tokens[stream], None, total, ready=False))
@@ -725,6 +734,12 @@ def batched(
         for i, result in zip(rows, compute(np.stack([windows[i] for i in rows])), strict=True):
             out[i] = result
     return out
+
+
+def _forget(store: StateStore, streams: set[str]) -> None:
+    """Drops what messages still in flight filed for closed streams (the store keeps the mark)."""
+    for stream in streams:
+        store.delete(stream)
 
 
 def _left_pad(frames: np.ndarray, n: int) -> np.ndarray:

@@ -14,6 +14,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+CLOSED = "closed"
+"""Set in a stream's values by `StateStore.delete`: the stream is over (its client went away or was
+refused), and a message of it still in flight must not start it again. The stages that keep state
+read it with their lock and drop such a stream."""
+
 
 @dataclass
 class Section:
@@ -103,7 +108,7 @@ class StateStore(Protocol):
         ...
 
     def delete(self, stream_id: str) -> None:
-        """Forget the stream."""
+        """Forget the stream, keeping only its `CLOSED` mark (until it expires, as any value)."""
         ...
 
 
@@ -182,6 +187,6 @@ class MemoryStateStore:
             self.unset_each(section.removals)
 
     def delete(self, stream_id: str) -> None:
-        self._values.pop(stream_id, None)
+        self._values[stream_id] = {CLOSED: b"1"}
         self._lists.pop(stream_id, None)
         self._locks.pop(stream_id, None)
