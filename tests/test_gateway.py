@@ -22,6 +22,7 @@ from swansphere.models.sampler import Guidance
 from swansphere.serving.backend import TorchBackend
 from swansphere.serving.embedded import EmbeddedPipeline
 from swansphere.serving.envelope import Envelope
+from swansphere.serving.session import MAX_FRAMES_AHEAD
 from swansphere.serving.state import MemoryStateStore
 from swansphere.serving.transport import MemoryTransport
 from swansphere.v1 import swansphere_pb2 as pb
@@ -39,11 +40,11 @@ def model():
 def gateway(model):
     """A gateway on a free port whose pipeline runs on a background thread of this process."""
     pipeline = EmbeddedPipeline(TorchBackend(model))
-    stop = threading.Event()
+    stop, paused = threading.Event(), threading.Event()
 
     def pump() -> None:
         while not stop.is_set():
-            if not sum(worker.run_once() for worker in pipeline.workers):
+            if paused.is_set() or not sum(worker.run_once() for worker in pipeline.workers):
                 stop.wait(0.002)
 
     servicer = GatewayServicer(
@@ -62,6 +63,7 @@ def gateway(model):
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     servicer.pipeline = pipeline  # for tests that look at the stages' work
+    servicer.paused = paused  # set: the stages do nothing
     yield f"127.0.0.1:{port}", servicer
     stop.set()
     server.stop(0).wait()
@@ -157,6 +159,35 @@ def test_bad_frames_are_invalid_argument(gateway, frames):
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.Generate(iter([pb.GenerateRequest(video=requests[1].video)]), timeout=10))
         assert "first message must be a config" in caught.value.details()
+
+
+def test_a_client_that_sends_frames_faster_than_they_are_encoded_is_held_back(gateway):
+    """A long clip or a flood keeps at most MAX_FRAMES_AHEAD of its frames waiting for the video
+    encoder (whose queue depth gates every new stream), and still gets all of its audio."""
+    address, servicer = gateway
+    frames = (np.random.default_rng(4).random((2 * MAX_FRAMES_AHEAD, 32, 64, 3)) * 255).astype(np.uint8)
+    queued = lambda: servicer.pipeline.transport.depth("video_encoder", "video_encoder")  # noqa: E731
+    generations = []
+
+    def send() -> None:
+        with SwanSphereClient(address, timeout_s=120) as client:
+            generation = client.generate(frames, steps=STEPS, frames_per_message=1)
+            list(generation)
+            generations.append(generation)
+
+    servicer.paused.set()
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while queued() < MAX_FRAMES_AHEAD and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # enough to send the other half, were it not held back
+        assert queued() == MAX_FRAMES_AHEAD
+    finally:
+        servicer.paused.clear()
+    thread.join(120)
+    assert generations[0].summary.samples == len(frames) // 4 * 44100
 
 
 def test_a_message_without_video_or_end_is_invalid_argument(gateway):

@@ -22,7 +22,7 @@ from swansphere.client import pack_audio, unpack_audio
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.errors import InputError
 from swansphere.serving.redis_streams import TransportError
-from swansphere.serving.session import StreamFailedError, StreamSession
+from swansphere.serving.session import MAX_FRAMES_AHEAD, StreamFailedError, StreamSession
 from swansphere.serving.stages import StreamSpec
 from swansphere.serving.state import StateStore
 from swansphere.serving.transport import Transport
@@ -118,9 +118,11 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         if self.on_request is not None:
             self.on_request(stream_id, json.loads(spec.to_json()))
         session = StreamSession(self.transport, self.store, spec, self.patch_samples)
+        reader = _FrameReader(session, spec, requests)
         try:
-            yield from self._stream(session, spec, output_format, requests, context)
+            yield from self._stream(session, spec, output_format, reader, context)
         finally:
+            reader.stopped.set()
             try:
                 session.close()
             except TransportError as err:  # Redis down: the stream's keys expire on their own
@@ -134,14 +136,13 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
         session: StreamSession,
         spec: StreamSpec,
         output_format: int,
-        requests: Iterator[pb.GenerateRequest],
+        reader: "_FrameReader",
         context: grpc.ServicerContext,
     ) -> Iterator[pb.GenerateResponse]:
         log.info(
             "stream started", extra={"stream_id": spec.stream_id, "text_only": spec.duration_s is not None}
         )
         start = last_activity = time.monotonic()
-        reader = _FrameReader(session, spec, requests)
         try:
             session.start()
         except TransportError as err:
@@ -199,10 +200,14 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
 
 PUBLISH_RETRY_S = 10.0
 """How long the gateway retries handing a client's message on while the message server restarts."""
+ROOM_POLL_S = 0.02
+"""How often a stream whose frames are `MAX_FRAMES_AHEAD` ahead of the video encoder looks again."""
 
 
 class _FrameReader(threading.Thread):
-    """Reads the client's messages after the config: frames into the pipeline, then the end."""
+    """Reads the client's messages after the config: frames into the pipeline, then the end. It reads
+    the next message only once the stream has room (`MAX_FRAMES_AHEAD`): gRPC's flow control then
+    holds the client back, as a slow network would."""
 
     def __init__(self, session: StreamSession, spec: StreamSpec, requests: Iterator[pb.GenerateRequest]):
         super().__init__(daemon=True, name=f"frames-{spec.stream_id[:8]}")
@@ -213,6 +218,8 @@ class _FrameReader(threading.Thread):
         self.unavailable: TransportError | None = None
         """Set when the message server stayed unreachable for PUBLISH_RETRY_S."""
         self.last_frame_at = time.monotonic()
+        self.stopped = threading.Event()
+        """Set when the stream is over: a reader waiting for room stops."""
 
     def run(self) -> None:
         try:
@@ -227,6 +234,9 @@ class _FrameReader(threading.Thread):
                 if self.spec.duration_s is not None:
                     raise InputError("a text-only stream (config.duration_s > 0) takes no video")
                 frames: np.ndarray = convert.frames(request.video, self.session.frames_sent)
+                while self.session.frames_ahead() >= MAX_FRAMES_AHEAD:
+                    if self.stopped.wait(ROOM_POLL_S):
+                        return
                 self._publish(self.session.send_frames, frames)
                 self.last_frame_at = time.monotonic()
             self._publish(self.session.end)

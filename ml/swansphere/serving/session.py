@@ -10,6 +10,7 @@ from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
 from swansphere.serving.envelope import Envelope
 from swansphere.serving.stages import (
+    FRAMES_ENCODED,
     MAX_DURATION_S,
     MAX_VIDEO_FRAMES,
     SPATIAL_LM,
@@ -22,6 +23,11 @@ from swansphere.serving.transport import Transport
 
 OUT_GROUP = "gateway"
 """Consumer group that reads a stream's chunks."""
+MAX_FRAMES_AHEAD = 64
+"""Frames a stream may have in the pipeline that the video encoder has not encoded yet (16 s of
+video, far more than the LM needs ahead). The gateway reads a client's next frames only when there
+is room, so a client that sends a long clip or floods frames fills neither the encoder's queue
+(whose depth gates every new stream) nor Redis, and other streams' frames do not wait behind it."""
 
 
 class StreamFailedError(InputError):
@@ -53,6 +59,8 @@ class StreamSession:
         )
         """Length of the whole stream once known (end of video or the given duration)."""
         self.next_patch = 0
+        self._encoded = 0
+        """Frames the video encoder had encoded when last read (`frames_ahead`)."""
         self._pending: dict[int, Chunk] = {}
         self._topic = out_topic(spec.stream_id)
 
@@ -93,6 +101,13 @@ class StreamSession:
         message = Envelope(self.spec.stream_id, "frames", self.frames_sent, tensors={"frames": frames})
         self.transport.publish(VIDEO_ENCODER, message)
         self.frames_sent += frames.shape[0]
+
+    def frames_ahead(self) -> int:
+        """Frames sent that the video encoder has not encoded, or a bound on them: the store is read
+        only when the last count read leaves `MAX_FRAMES_AHEAD` or more."""
+        if self.frames_sent - self._encoded >= MAX_FRAMES_AHEAD:
+            self._encoded = int(self.store.get(self.spec.stream_id, FRAMES_ENCODED) or 0)
+        return self.frames_sent - self._encoded
 
     def end(self) -> None:
         """End of the video: the stop condition (DESIGN §1). A no-op for text-only streams."""

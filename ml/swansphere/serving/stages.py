@@ -134,6 +134,10 @@ FIRST_CALL_FRAMES = 2
 """Frames a stream's first video-encoder call encodes: 0.5 s of video, what its first two patches
 (2 × 186 ms of audio) look at; the rest of a burst waits for the next call (see `handle`)."""
 
+FRAMES_ENCODED = "frames"
+"""The video encoder's count of a stream's frames encoded, in the stream's state; the gateway holds
+a stream's next frames back while too many of those it sent are not encoded yet."""
+
 MAX_CALL_FRAMES = 64
 """Most new frames of one stream a later call encodes (16 s of video). A client that sends a long
 clip at once would otherwise have all of it encoded in one call, its memory growing with the clip
@@ -202,7 +206,7 @@ class VideoEncoderStage(Stage):
                 raise InputError(f"video_encoder: unknown message kind {message.kind!r}")
         streams = list(dict.fromkeys(m.stream_id for m in messages if m.kind != "end"))
         out: list[tuple[str, Envelope]] = []
-        counts = {stream: ["frames", CLOSED] for stream in streams}
+        counts = {stream: [FRAMES_ENCODED, CLOSED] for stream in streams}
         with self.store.lock_each(streams, self.name, file=filed, read=counts) as section:
             closed = {stream for stream, (_, mark) in section.values.items() if mark is not None}
             work = self._new_frames({s: v for s, v in section.values.items() if s not in closed})
@@ -309,7 +313,7 @@ class VideoEncoderStage(Stage):
             {job.stream: {f"encoded@{job.done}": _pack(t)} for job, t in zip(jobs, tokens, strict=True)}
         )
         self.store.append_each("encoded", {job.stream: f"{job.done}:{job.count}".encode() for job in jobs})
-        section.set_each({job.stream: {"frames": str(job.count).encode()} for job in jobs})
+        section.set_each({job.stream: {FRAMES_ENCODED: str(job.count).encode()} for job in jobs})
         # Frames before the context of a stream's next frames are never read again (a fallback reads
         # only that context): a 10-minute stream at the paper's frame size would keep 720 MB.
         ctx = self.context_frames
