@@ -190,6 +190,35 @@ def test_a_client_that_sends_frames_faster_than_they_are_encoded_is_held_back(ga
     assert generations[0].summary.samples == len(frames) // 4 * 44100
 
 
+def test_a_stalled_pipeline_is_unavailable_and_an_idle_client_deadline_exceeded(gateway, frames):
+    """Retryable only when the pipeline is at fault: a client that sends nothing more is told so."""
+    address, servicer = gateway
+    servicer.stall_timeout_s = 0.5
+    release = threading.Event()
+
+    def idle():  # the config and two frames, then nothing, the call left open
+        yield from generate_requests(pb.GenerateConfig(steps=STEPS), frames[:2], 1)
+        release.wait(30)
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.SwanSphereStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.Generate(r for r in idle() if r.WhichOneof("kind") != "end"))
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "no input for 0.5 s" in caught.value.details()
+            release.set()
+            servicer.paused.set()
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.Generate(generate_requests(pb.GenerateConfig(steps=STEPS), frames[:2], 1)))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "pipeline stalled" in caught.value.details()
+    finally:
+        release.set()
+        servicer.paused.clear()
+        servicer.stall_timeout_s = 30.0
+
+
 def test_a_message_without_video_or_end_is_invalid_argument(gateway):
     with grpc.insecure_channel(gateway[0]) as channel, pytest.raises(grpc.RpcError) as caught:
         requests = [pb.GenerateRequest(config=pb.GenerateConfig(steps=STEPS)), pb.GenerateRequest()]

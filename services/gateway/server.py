@@ -40,7 +40,8 @@ class GatewaySettings(ServiceSettings):
     stage_targets: str = ""
     """Comma-separated HOST:PORT of the four stage services, whose health the gateway follows."""
     stall_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
-    """A stream with no chunk for this long (while it has input) ends with UNAVAILABLE, retryable."""
+    """A stream with no chunk for this long ends with UNAVAILABLE, retryable, or, if its client sent
+    nothing either (no frames, no end), with DEADLINE_EXCEEDED."""
     auth_tokens_file: Path | None = None
     """Bearer tokens the public API accepts, one per line (a mounted Secret); unset = no auth."""
     max_queue_depth: int = Field(2000, ge=1)

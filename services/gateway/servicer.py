@@ -170,6 +170,12 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
             if ready or reader.last_frame_at > last_activity:
                 last_activity = max(now if ready else 0.0, reader.last_frame_at)
             elif now - last_activity > self.stall_timeout_s:
+                if not session.ended and now - reader.last_frame_at > self.stall_timeout_s:
+                    context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no input for {self.stall_timeout_s:g} s: a video stream needs its next frames or "
+                        "its end",
+                    )
                 context.abort(
                     grpc.StatusCode.UNAVAILABLE,
                     f"pipeline stalled: no chunk for {self.stall_timeout_s:g} s "
