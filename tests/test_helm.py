@@ -50,7 +50,10 @@ EVERYTHING: dict[str, Any] = {
     "s3": {"accessKey": "access", "secretKey": "secret"},
     "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
     "mlflow": {"trackingUri": "http://mlflow:5000"},
-    "gateway": {"autoscaling": {"enabled": True, "activeStreams": {"enabled": True}}},
+    "gateway": {
+        "autoscaling": {"enabled": True, "activeStreams": {"enabled": True}},
+        "auth": {"existingSecret": "api-tokens"},
+    },
     "stages": {
         "spatialLm": {"autoscaling": {"enabled": True, "queueDepth": {"enabled": True, "type": "Pods"}}}
     },
@@ -280,6 +283,25 @@ def test_gateway_and_stages_reach_real_services(chart):
         assert {"name": "grpc", "port": int(port)}.items() <= services[host]["spec"]["ports"][0].items()
         assert env["SWANSPHERE_MODEL_REPOSITORY"] == "s3://models/swansphere/current", service
         assert env["SWANSPHERE_REDIS_URL"] == "redis://redis-master:6379/0", service
+
+
+def test_gateway_reads_its_bearer_tokens_from_a_secret_when_given_one(chart):
+    """The gateway authenticates against a mounted Secret (services/common/auth.py), or not at all."""
+    plain = service_deployments(render(chart, {}))["gateway"]["spec"]["template"]["spec"]
+    assert "SWANSPHERE_AUTH_TOKENS_FILE" not in env_of(plain["containers"][0])
+    deployments = service_deployments(render(chart, {"gateway": {"auth": {"existingSecret": "api-tokens"}}}))
+    pod = deployments["gateway"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "auth")
+    path = env_of(container)["SWANSPHERE_AUTH_TOKENS_FILE"]
+    (item,) = next(v for v in pod["volumes"] if v["name"] == "auth")["secret"]["items"]
+    assert path == f"{mount['mountPath']}/{item['path']}" and mount["readOnly"]
+    assert next(v for v in pod["volumes"] if v["name"] == "auth")["secret"]["secretName"] == "api-tokens"
+    for name, deployment in deployments.items():
+        if name != "gateway":
+            assert "SWANSPHERE_AUTH_TOKENS_FILE" not in env_of(
+                deployment["spec"]["template"]["spec"]["containers"][0]
+            )
 
 
 def pod_labels(deployments: dict[str, dict[str, Any]], service_name: str) -> dict[str, str]:
