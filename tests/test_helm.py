@@ -170,7 +170,7 @@ def test_schema_rejects_bad_values(chart):
         {"training": {"job": "gan"}},
         {"training": {"name": "Training_Run"}},
         {"training": {"overrides": ["no-equals-sign"]}},
-        {"gateway": {"pdb": {"minAvailable": 1, "maxUnavailable": 1}}},
+        {"gateway": {"pdb": {"maxUnavailble": 1}}},
     ]
     for values in bad_values:
         with pytest.raises(helm_python.HelmValuesError):
@@ -264,6 +264,37 @@ def test_mutual_tls_reaches_triton(chart):
     assert {v["name"]: v for v in spec["volumes"]}["tls"]["secret"]["secretName"] == "swansphere-tls"
     plain = of_kind(render(chart, {}), "Deployment")[f"{RELEASE}-triton"]["spec"]["template"]["spec"]
     assert not any(arg.startswith("--grpc-use-ssl") for arg in plain["containers"][0]["args"])
+
+
+def test_grpc_ports_are_labelled_cleartext_http2_only_where_they_are(chart):
+    """`kubernetes.io/h2c` tells meshes and L7 balancers to speak cleartext HTTP/2 to the port."""
+
+    def protocols(values: dict[str, Any]) -> dict[str, str | None]:
+        services = of_kind(render(chart, values), "Service")
+        return {
+            name: next(p.get("appProtocol") for p in s["spec"]["ports"] if p["name"] == "grpc")
+            for name, s in services.items()
+            if any(p["name"] == "grpc" for p in s["spec"]["ports"])
+        }
+
+    assert set(protocols({}).values()) == {"kubernetes.io/h2c"}
+    gateway_tls = protocols({"tls": {"enabled": True, "secretName": "swansphere-tls"}})
+    assert gateway_tls.pop(f"{RELEASE}-gateway") is None and set(gateway_tls.values()) == {
+        "kubernetes.io/h2c"
+    }
+    assert set(protocols(VARIANTS["everything"]).values()) == {None}
+
+
+def test_a_pod_disruption_budget_takes_min_available_instead_of_the_default(chart):
+    documents = render(chart, {"gateway": {"pdb": {"minAvailable": "50%"}}})
+    budgets = of_kind(documents, "PodDisruptionBudget")
+    assert budgets[f"{RELEASE}-gateway"]["spec"] == {
+        "minAvailable": "50%",
+        "selector": budgets[f"{RELEASE}-gateway"]["spec"]["selector"],
+    }
+    assert budgets[f"{RELEASE}-triton"]["spec"]["maxUnavailable"] == 1
+    for document in documents:
+        kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
 
 
 def test_gateway_and_stages_reach_real_services(chart):
