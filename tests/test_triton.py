@@ -16,10 +16,12 @@ import tritonclient.grpc as grpcclient
 from conftest import free_port
 from helpers_model import step_one, tiny_model
 from helpers_tls import write_certificate
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from tritonclient.utils import InferenceServerException
 
 from swansphere import storage
-from swansphere.checkpoint import load_checkpoint
+from swansphere.checkpoint import load_checkpoint, read_metadata
 from swansphere.cli import main
 from swansphere.engine import GenerationSettings, generate
 from swansphere.errors import InputError
@@ -355,6 +357,41 @@ def test_export_cli_writes_the_repository(triton_repository, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file" in err
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("truncated", "damaged checkpoint"),
+        ("wrong_shape", "has shape"),
+        ("s3_out", "aws s3 sync"),
+        ("relative_location", "must be an s3:// URI or an absolute path"),
+    ],
+)
+def test_export_checks_everything_before_writing(
+    case, reason, triton_repository, tmp_path, capsys, monkeypatch
+):
+    """A bad checkpoint or argument is one line, exit 2, and nothing written (not even a folder `s3:`)."""
+    monkeypatch.chdir(tmp_path)
+    data = (triton_repository / CHECKPOINT_FILE).read_bytes()
+    checkpoint, out, extra = tmp_path / "in.safetensors", "models", []
+    if case == "truncated":
+        data = data[: len(data) // 2]
+    elif case == "wrong_shape":
+        state = load_safetensors(data)
+        name = next(name for name, tensor in sorted(state.items()) if tensor.ndim)
+        state[name] = torch.zeros(state[name].shape[0] + 1, *state[name].shape[1:])
+        data = save_safetensors(state, metadata=read_metadata(data, checkpoint))
+        reason = f"tensor {name} has shape"
+    elif case == "s3_out":
+        out = "s3://bucket/models"
+    elif case == "relative_location":
+        extra = ["--checkpoint-location", "relative/checkpoint.safetensors"]
+    checkpoint.write_bytes(data)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", out, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and reason in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.safetensors"]
 
 
 def test_export_reads_the_checkpoint_from_s3(triton_repository, s3_bucket, tmp_path):

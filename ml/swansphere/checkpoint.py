@@ -66,13 +66,20 @@ def load_checkpoint(
         raise InputError(f"{uri}: damaged checkpoint ({err})") from None
     del data
     model = SwanSphere(config)
-    expected = set(_stored_tensors(model))
+    stored = _stored_tensors(model)
+    expected = set(stored)
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise InputError(
             f"{uri}: checkpoint does not match its config "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
+    for name, tensor in stored.items():  # load_state_dict would list every mismatch over many lines
+        if state[name].shape != tensor.shape:
+            raise InputError(
+                f"{uri}: checkpoint does not match its config (tensor {name} has shape "
+                f"{list(state[name].shape)}, the config's model has {list(tensor.shape)})"
+            )
     model.load_state_dict(state, strict=False)
     return model.to(device).eval()
 

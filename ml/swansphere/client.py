@@ -586,7 +586,7 @@ class _ClientBase:
         tls_key: Path | None = None,
         token: str | None = None,
     ):
-        """`token`: the gateway's bearer token (SWANSPHERE_AUTH_TOKENS_FILE on the server), if it wants one."""
+        """`token`: the gateway's bearer token, if it wants one (its SWANSPHERE_AUTH_TOKENS_FILE)."""
         if timeout_s is not None and timeout_s <= 0:
             raise InputError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0 or backoff_s < 0:

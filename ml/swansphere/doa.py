@@ -183,9 +183,15 @@ def _check_foa(foa: np.ndarray, min_samples: int) -> np.ndarray:
         raise InputError(f"FOA must have shape (4, N), got {foa.shape}")
     if foa.shape[1] < min_samples:
         raise InputError(f"FOA too short for DoA: {foa.shape[1]} samples, need at least {min_samples}")
-    if not np.all(np.isfinite(foa)):
-        raise InputError("FOA holds NaN or infinite samples")
+    check_finite(foa, "FOA")
     return foa
+
+
+def check_finite(samples: np.ndarray, what: str) -> None:
+    """InputError if audio holds NaN or infinite samples: they spread through every computation on it
+    and end in a NaN result (or file) instead of an error."""
+    if not np.all(np.isfinite(samples)):
+        raise InputError(f"{what} holds NaN or infinite samples")
 
 
 def _segment_bounds(n_samples: int, sample_rate: int, segment_s: float) -> list[tuple[int, int]]:

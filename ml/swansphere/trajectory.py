@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from swansphere import storage
 from swansphere.conventions import SAMPLE_RATE, wrap_degrees
 from swansphere.errors import InputError
 
@@ -80,10 +81,12 @@ def parse_scene(text: str, origin: str = "trajectory JSON") -> Scene:
         raise InputError(f"{origin}: invalid trajectory JSON at {where}: {first['msg']}") from None
 
 
-def load_scene(path: str | Path) -> Scene:
-    path = Path(path)
+def load_scene(uri: str | Path) -> Scene:
+    """The trajectory JSON at a local path or s3:// URI: the one reader every command uses, so a file
+    that is missing, not UTF-8 text or not a valid trajectory is one InputError naming it."""
+    data = storage.read_bytes(uri)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read trajectory JSON ({err.strerror})") from None
-    return parse_scene(text, origin=str(path))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{uri}: trajectory JSON is not UTF-8 text") from None
+    return parse_scene(text, origin=str(uri))

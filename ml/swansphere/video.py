@@ -14,6 +14,10 @@ from swansphere.conventions import VIDEO_FPS
 from swansphere.equirect import check_equirect_size
 from swansphere.errors import InputError
 
+MAX_FRAME_WIDTH = 7680
+"""Widest equirect frame taken anywhere (8K): read from a raw pipe, drawn by SynthSphere, sent to the
+gateway. A wider size would fail allocating its first frame."""
+
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = VIDEO_FPS, crf: int = 12) -> None:
     """H.264 MP4, one encoder thread and no timestamps in the header, so same frames give same bytes."""
@@ -60,8 +64,10 @@ def read_video(path: str | Path, fps: int = VIDEO_FPS) -> tuple[np.ndarray, floa
 def read_raw_frames(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarray]:
     """Raw RGB24 frames (H, W, 3) from a pipe, each as soon as it has come whole: a live source, as
     `ffmpeg -i CAMERA -f rawvideo -pix_fmt rgb24 -r 4 -s WxH -` writes it. InputError if the pipe
-    ends inside a frame."""
+    ends inside a frame, or before reading when the size is not equirect or wider than MAX_FRAME_WIDTH."""
     check_equirect_size(width, height)
+    if width > MAX_FRAME_WIDTH:
+        raise InputError(f"frames of {width}x{height} are too large: width must be at most {MAX_FRAME_WIDTH}")
     return _raw_frames(stream, width, height)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from swansphere.client import MAX_MESSAGE_BYTES, pack_audio, unpack_frames
 from swansphere.conventions import FOA_CHANNELS, SAMPLE_RATE, VIDEO_FPS
 from swansphere.errors import InputError
-from swansphere.models.sampler import DEFAULT_GUIDANCE, Guidance
+from swansphere.models.sampler import DEFAULT_GUIDANCE, MAX_GUIDANCE, Guidance
 from swansphere.serving.session import Chunk
 from swansphere.serving.stages import (
     MAX_DURATION_S,
@@ -21,13 +21,10 @@ from swansphere.serving.stages import (
     StreamSpec,
 )
 from swansphere.v1 import swansphere_pb2 as pb
+from swansphere.video import MAX_FRAME_WIDTH
 
 MAX_TEXT_CHARS = 1000
 """Longest caption accepted; the text encoder truncates at its token limit anyway."""
-MAX_GUIDANCE = 20.0
-"""Guidance weights above this only produce noise."""
-MAX_FRAME_WIDTH = 7680
-"""8K equirect; larger frames are refused before they are decoded."""
 MIN_FRAME_WIDTH = 16
 TIMESTAMP_TOLERANCE_S = 0.05
 """Frame i must carry timestamp i / 4 s within this much (the model reads video at 4 fps)."""

@@ -2,10 +2,15 @@
 a full-sequence and a global-DiT baseline, measured in one run (issue 7; see `swansphere.bench`)."""
 
 import argparse
+import sys
 
 from swansphere.bench import DEVICES, BenchSettings, run_bench, run_service_bench
 from swansphere.cli.output import emit
 from swansphere.models.swansphere import PRESETS
+
+READY_TIMEOUT_S = 5.0
+"""How long `--target` may take to accept a connection before the bench gives up, ahead of its
+embedded half (seconds of model work that a missing gateway would waste)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +46,35 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
     )
     if args.target is not None:
-        report = run_service_bench(args.target, settings)
-        emit(report, args.json, _human_service(report))
-        return 0
+        return _service_bench(args, settings)
     report = run_bench(settings)
     emit(report, args.json, _human(report))
+    return 0
+
+
+def _service_bench(args: argparse.Namespace, settings: BenchSettings) -> int:
+    """Service mode: the gateway must accept a connection first; a gRPC failure is one line, exit 1
+    (2 when it refused our input), as `swansphere client` reports it."""
+    import grpc  # only service mode speaks gRPC (see `run_service_bench`)
+
+    from swansphere.cli.client import report_failure
+    from swansphere.client import ProtocolError
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=READY_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            print(
+                f"swansphere bench: error: UNAVAILABLE: no gateway accepted a connection at {args.target} "
+                f"within {READY_TIMEOUT_S:g} s",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        report = run_service_bench(args.target, settings)
+    except (grpc.RpcError, ProtocolError) as err:
+        return report_failure(err, "bench")
+    emit(report, args.json, _human_service(report))
     return 0
 
 

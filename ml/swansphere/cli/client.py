@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import soundfile as sf
 
-from swansphere.cli.output import emit
+from swansphere.cli.output import check_out_file, emit
 from swansphere.cli.source import check_source
 from swansphere.client import FRAMES_PER_MESSAGE, PCM16_SCALE, ProtocolError, SwanSphereClient
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
@@ -22,6 +22,12 @@ from swansphere.video import read_raw_frames, read_video
 
 GATEWAY_ADDRESS_FILE = Path(".run/gateway.addr")
 """Where `make up` writes the gateway's HOST:PORT: the default target."""
+PEM_FILES = (
+    ("--tls-ca", "tls_ca", b"-----BEGIN CERTIFICATE-----", "certificate"),
+    ("--tls-cert", "tls_cert", b"-----BEGIN CERTIFICATE-----", "certificate"),
+    ("--tls-key", "tls_key", b"PRIVATE KEY-----", "private key"),
+)
+"""Flag, argument, what its PEM file must hold, and what that is called."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,8 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_source(args)
+    check_out_file(args.out, "--out")
     if (args.h_guidance is None) != (args.context_guidance is None):
         raise InputError("give both --h-guidance and --context-guidance, or neither (server defaults)")
+    _check_pem_files(args)
     target = args.target or _gateway_address()
     frames = _frames(args)
     client = SwanSphereClient(
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 args.out.unlink(missing_ok=True)
             if isinstance(err, InputError):
                 raise
-            return _fail(err)
+            return report_failure(err)
     assert generation.summary is not None  # Generation raises ProtocolError when it is missing
     summary = asdict(generation.summary)
     seconds = summary["samples"] / SAMPLE_RATE
@@ -148,6 +156,21 @@ def _frames(args: argparse.Namespace) -> np.ndarray | Iterator[np.ndarray] | Non
     return islice(read_raw_frames(sys.stdin.buffer, int(width), int(height)), frames_wanted)
 
 
+def _check_pem_files(args: argparse.Namespace) -> None:
+    """gRPC reads the TLS files only when it connects, and answers one that is not PEM with C-core log
+    lines and "connection refused": check up front that each holds what its flag wants."""
+    for flag, name, marker, what in PEM_FILES:
+        path = getattr(args, name)
+        if path is None:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise InputError(f"{flag}: cannot read {path} ({err.strerror})") from None
+        if marker not in data:
+            raise InputError(f"{flag}: {path} is not a PEM {what} (no {marker.decode()!r} line)")
+
+
 def _timeout(args: argparse.Namespace) -> float | None:
     """--timeout, else 600 s for a file or a text and no deadline for a live source."""
     if args.timeout is None and str(args.video) != "-":
@@ -171,10 +194,11 @@ def _samples(audio: np.ndarray, pcm16: bool) -> np.ndarray:
     return np.round(audio.T * PCM16_SCALE).astype(np.int16) if pcm16 else audio.T
 
 
-def _fail(err: grpc.RpcError | ProtocolError) -> int:
-    """One line on stderr: exit 2 when the gateway refused our input, 1 for anything else."""
+def report_failure(err: grpc.RpcError | ProtocolError, command: str = "client") -> int:
+    """One line on stderr: exit 2 when the gateway refused our input, 1 for anything else (also for
+    `swansphere bench --target`, which talks to the same gateway)."""
     if isinstance(err, grpc.RpcError):
-        print(f"swansphere client: error: {err.code().name}: {err.details()}", file=sys.stderr)
+        print(f"swansphere {command}: error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 2 if err.code() is grpc.StatusCode.INVALID_ARGUMENT else 1
-    print(f"swansphere client: error: {err}", file=sys.stderr)
+    print(f"swansphere {command}: error: {err}", file=sys.stderr)
     return 1

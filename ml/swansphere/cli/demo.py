@@ -18,6 +18,7 @@ from swansphere.audio import read_foa, write_audio
 from swansphere.captioning import caption_file
 from swansphere.checkpoint import SHIPPED_TINY, load_checkpoint
 from swansphere.cli.output import emit
+from swansphere.cli.source import check_seconds
 from swansphere.conventions import SAMPLE_RATE
 from swansphere.doa import segment_doa
 from swansphere.engine import GenerationSettings, StreamingGenerator
@@ -46,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seconds(args.seconds)
     try:
         synth_config = SynthConfig(seconds=args.seconds, max_sources=1)
     except ValueError as err:

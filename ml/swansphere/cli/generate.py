@@ -1,6 +1,7 @@
 """`swansphere generate`: embedded mode, one process, no servers (DESIGN §1, §5)."""
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -9,21 +10,24 @@ import soundfile as sf
 import torch
 
 from swansphere.audio import read_foa, write_audio
+from swansphere.bench import build_model
 from swansphere.checkpoint import load_checkpoint
-from swansphere.cli.output import emit
+from swansphere.cli.output import check_out_file, emit
 from swansphere.cli.source import check_source
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.doa import segment_doa
 from swansphere.engine import GenerationSettings, StreamingGenerator
 from swansphere.errors import InputError
 from swansphere.listening import to_binaural
-from swansphere.models.sampler import Guidance
+from swansphere.models.sampler import MAX_GUIDANCE, Guidance
 from swansphere.models.swansphere import PRESETS, SwanSphere, preset
 from swansphere.plots import plot_doa
 from swansphere.trajectory import Scene, load_scene
 from swansphere.video import read_video
 
 RANDOM_INIT_LABEL = "random-init (untrained weights: smoke use only, the audio is not meaningful)"
+SEED_LIMIT = 2**64
+"""Seeds are 0 .. 2**64 - 1, as `swansphere client` takes them."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +65,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_source(args)
+    check_out_file(args.out, "--out")
+    check_out_file(args.binaural, "--binaural")
+    check_out_file(args.plot, "--plot", suffix=".png")
     reference = _reference_trajectory(args)
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise InputError(f"--seed must be in 0 .. 2**64 - 1, got {args.seed}")
+    args.seed %= 2**63  # as the gateway reduces it: the same seed gives the same audio here and there
+    for flag, weight in (("--h-guidance", args.h_guidance), ("--context-guidance", args.context_guidance)):
+        if not (math.isfinite(weight) and 0.0 <= weight <= MAX_GUIDANCE):
+            raise InputError(f"{flag} must be in [0, {MAX_GUIDANCE:g}], got {weight}")
     try:
         settings = GenerationSettings(
             seed=args.seed, steps=args.steps, guidance=Guidance(args.h_guidance, args.context_guidance)
@@ -73,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         frames, _ = read_video(args.video)
         if args.seconds is not None:
             frames = frames[: max(1, round(args.seconds * VIDEO_FPS))]
-    model, weights = _load_model(args)
+    model, weights = _load_model(args, torch.device("cpu"))
     summary = _stream_to_file(model, frames, args, settings)
     _write_extras(args, reference)
     summary |= {
@@ -114,11 +127,12 @@ def _reference_trajectory(args: argparse.Namespace) -> Scene | None:
     return scene
 
 
-def _load_model(args: argparse.Namespace) -> tuple[SwanSphere, str]:
+def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[SwanSphere, str]:
+    """The checkpoint's model, or a random-init preset built as `swansphere bench` builds it (a
+    stand-in text encoder where the preset's is wider than the tiny one), so every preset runs."""
     if args.checkpoint is not None:
-        return load_checkpoint(args.checkpoint), str(args.checkpoint)
-    torch.manual_seed(args.seed)
-    return SwanSphere(preset(args.preset)), f"{args.preset} {RANDOM_INIT_LABEL}"
+        return load_checkpoint(args.checkpoint, device), str(args.checkpoint)
+    return build_model(preset(args.preset), args.seed, device), f"{args.preset} {RANDOM_INIT_LABEL}"
 
 
 def _stream_to_file(

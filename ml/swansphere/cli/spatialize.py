@@ -14,8 +14,9 @@ import numpy as np
 
 from swansphere import storage
 from swansphere.audio import read_audio, resample, to_mono, write_audio
-from swansphere.cli.output import emit
+from swansphere.cli.output import check_out_file, emit
 from swansphere.conventions import SAMPLE_RATE
+from swansphere.doa import check_finite
 from swansphere.errors import InputError
 from swansphere.foa import encode_source
 from swansphere.trajectory import load_scene
@@ -43,15 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not str(args.out).lower().endswith(".wav"):
-        raise InputError(f"--out must be a .wav file, got {args.out}")
-    with storage.local_copy(args.trajectory) as trajectory_path:
-        scene = load_scene(trajectory_path)
+    check_out_file(args.out, "--out", s3=True)
+    scene = load_scene(args.trajectory)
     if not scene.sources:
         raise InputError(f"{args.trajectory}: trajectory JSON has no sources")
     source = scene.sources[0]
     with storage.local_copy(args.input) as input_path:
         audio, sample_rate = read_audio(input_path)
+    check_finite(audio, f"{args.input}: the input audio")
     mono = to_mono(resample(audio, sample_rate, SAMPLE_RATE))  # (N,)
     foa = encode_source(mono, source, SAMPLE_RATE)  # (4, N)
     foa *= min(1.0, PEAK / max(float(np.max(np.abs(foa))), 1e-12))

@@ -3,6 +3,7 @@
 import argparse
 
 from swansphere.cli.output import emit
+from swansphere.cli.source import check_seconds
 from swansphere.errors import InputError
 from swansphere.synth import MANIFEST, SynthConfig, write_dataset
 
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    check_seconds(args.seconds)
     try:
         config = SynthConfig(
             seconds=args.seconds,

@@ -84,6 +84,8 @@ class Guidance:
 
 
 DEFAULT_GUIDANCE = Guidance()
+MAX_GUIDANCE = 20.0
+"""Guidance weights above this only produce noise (or overflow: 1e308 gives NaN audio)."""
 
 
 def guidance_terms(guidance: Guidance) -> list[tuple[float, bool, bool]]:

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from swansphere import storage
-from swansphere.checkpoint import read_metadata
+from swansphere.checkpoint import load_checkpoint
 from swansphere.errors import InputError
 from swansphere.models.config_io import config_from_dict, config_to_dict
 from swansphere.models.swansphere import SwanSphereConfig
@@ -96,7 +96,8 @@ def export_repository(
     checkpoint_location: str | None = None,
 ) -> dict[str, Any]:
     """Write the four-model repository of a checkpoint (local path or s3:// URI) into `out_dir`;
-    returns a summary (paths, sha256, settings). Existing files of the same names are replaced.
+    returns a summary (paths, sha256, settings). Existing files of the same names are replaced; nothing
+    is written unless every argument is valid and the checkpoint loads as a model.
 
     `checkpoint_location` is where the models load the checkpoint from: by default the copy at the
     repository root (a relative path). A repository Triton reads from S3 needs an absolute location
@@ -107,24 +108,27 @@ def export_repository(
         raise InputError(f"instances must be >= 1, got {instances}")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    data = storage.read_bytes(checkpoint_uri)
-    metadata = read_metadata(data, checkpoint_uri)
-    try:
-        config = config_from_dict(SwanSphereConfig, json.loads(metadata["config"]))
-    except (KeyError, ValueError, TypeError) as err:
-        raise InputError(f"{checkpoint_uri}: damaged checkpoint config ({err})") from None
-    sha256 = hashlib.sha256(data).hexdigest()
-    out = Path(out_dir)
-    _write(out / CHECKPOINT_FILE, data)
-    summary = {"config": config_to_dict(config), "checkpoint_sha256": sha256, "source": str(checkpoint_uri)}
-    _write(out / CONFIG_FILE, (json.dumps(summary, indent=2) + "\n").encode())
-    location = checkpoint_location or CHECKPOINT_FILE
+    if storage.is_s3(out_dir):
+        raise InputError(
+            f"the repository is written to a local folder, not {out_dir}: export it here, then upload "
+            f"it (e.g. aws s3 sync OUT {out_dir})"
+        )
     if checkpoint_location is not None and not (
         checkpoint_location.startswith("s3://") or Path(checkpoint_location).is_absolute()
     ):
         raise InputError(
             f"checkpoint location must be an s3:// URI or an absolute path, got {checkpoint_location!r}"
         )
+    # Nothing is written until the checkpoint loads as a model: a damaged file would otherwise only
+    # fail later, when Triton loads the repository. The model is dropped before the copy is read.
+    config = load_checkpoint(checkpoint_uri).config
+    data = storage.read_bytes(checkpoint_uri)
+    sha256 = hashlib.sha256(data).hexdigest()
+    out = Path(out_dir)
+    _write(out / CHECKPOINT_FILE, data)
+    summary = {"config": config_to_dict(config), "checkpoint_sha256": sha256, "source": str(checkpoint_uri)}
+    _write(out / CONFIG_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    location = checkpoint_location or CHECKPOINT_FILE
     for stage in STAGES:
         text = model_config(stage, config, sha256, max_batch, instances, kind, location)
         _write(out / stage / "config.pbtxt", text.encode())

@@ -1,14 +1,19 @@
 """What a SynthSphere dataset looks like: one validated config, with presets."""
 
+import math
 from dataclasses import dataclass, field
 
 from swansphere.conventions import SAMPLE_RATE, VIDEO_FPS
 from swansphere.synth.scenes import MOTIONS
 from swansphere.synth.sounds import SOUND_CLASSES
 from swansphere.trajectory import POINT_INTERVAL_S
+from swansphere.video import MAX_FRAME_WIDTH
 
 MIN_WIDTH = 32
 """Narrower frames leave too few pixels per object to see it."""
+MAX_SECONDS = 600.0
+"""Longest clip (10 minutes, the longest stream the gateway takes): a clip is rendered whole in
+memory, and a far longer one fails allocating it instead of with a message."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +37,15 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         steps = self.seconds / POINT_INTERVAL_S
-        if self.seconds <= 0 or abs(steps - round(steps)) > 1e-9:
-            raise ValueError(f"seconds must be a positive multiple of {POINT_INTERVAL_S}, got {self.seconds}")
+        if not (math.isfinite(steps) and 0 < self.seconds <= MAX_SECONDS) or abs(steps - round(steps)) > 1e-9:
+            raise ValueError(
+                f"seconds must be a positive multiple of {POINT_INTERVAL_S} up to {MAX_SECONDS:g}, "
+                f"got {self.seconds:g}"
+            )
         if self.width < MIN_WIDTH or self.width % 2:
             raise ValueError(f"width must be even and at least {MIN_WIDTH}, got {self.width}")
+        if self.width > MAX_FRAME_WIDTH:
+            raise ValueError(f"width must be at most {MAX_FRAME_WIDTH}, got {self.width}")
         if not 1 <= self.max_sources <= len(self.classes):
             raise ValueError(f"max_sources must be in 1..{len(self.classes)}, got {self.max_sources}")
         if not 0.1 <= self.rt60_s <= 3.0:
