@@ -2,6 +2,7 @@
 Triton and the five services as real processes; a SynthSphere clip streamed through the gateway
 gives the embedded pipeline's FOA for the same checkpoint and seed."""
 
+import hashlib
 import os
 import signal
 import socket
@@ -73,7 +74,11 @@ def stream(address: str, frames: np.ndarray, seed: int) -> list:
 
 def test_a_streamed_clip_equals_embedded_mode(cluster, clip):
     address, run_dir, model = cluster
-    chunks = stream(address, clip.frames, seed=11)
+    with SwanSphereClient(address, timeout_s=120) as client:
+        generation = client.generate(clip.frames, seed=11, steps=STEPS, frames_per_message=2)
+        chunks = list(generation)
+    sha256 = hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert generation.summary.model == f"model.safetensors sha256:{sha256[:12]}"
     assert [c.patch_index for c in chunks] == list(range(len(chunks)))
     audio = np.concatenate([c.audio for c in chunks], axis=-1)
     expected = generate(model, clip.frames, settings=GenerationSettings(seed=11, steps=STEPS))

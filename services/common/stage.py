@@ -19,7 +19,7 @@ from services.common.settings import ServiceSettings, load_settings
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import build_stages
 from swansphere.serving.triton_backend import TritonBackend, TritonTLS
-from swansphere.serving.triton_export import read_repository_config
+from swansphere.serving.triton_export import read_model_label, read_repository_config
 from swansphere.serving.worker import StageWorker
 from swansphere.v1 import stages_pb2_grpc
 
@@ -76,7 +76,11 @@ def run_stage(
     stage.on_states_lost = STATES_LOST.labels(name).inc
     ready = threading.Event()
     admin = AdminServicer(
-        name, settings.model_repository, ready.is_set, lambda: transport.depth(name, name), lambda: 0
+        name,
+        read_model_label(settings.model_repository),
+        ready.is_set,
+        lambda: transport.depth(name, name),
+        lambda: 0,
     )
     built = build_server(
         settings,

@@ -26,7 +26,7 @@ from swansphere.serving.kafka_log import EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import STAGES
 from swansphere.serving.transport import Transport
-from swansphere.serving.triton_export import read_repository_config
+from swansphere.serving.triton_export import read_model_label, read_repository_config
 from swansphere.v1 import stages_pb2_grpc, swansphere_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("gateway", settings.log_level)
     config = read_repository_config(settings.model_repository)
+    model = read_model_label(settings.model_repository)
     transport = RedisTransport(settings.redis_url)
     store = RedisStateStore(settings.redis_url)
     events = None
@@ -116,7 +117,7 @@ def main() -> None:
         transport,
         store,
         config.patch_samples,
-        model=settings.model_repository,
+        model=model,
         max_streams=settings.max_streams,
         stall_timeout_s=settings.stall_timeout_s,
         ready=pipeline.why_not,
@@ -126,7 +127,7 @@ def main() -> None:
     )
     admin = AdminServicer(
         "gateway",
-        settings.model_repository,
+        model,
         lambda: pipeline.why_not() is None,
         lambda: 0,
         lambda: servicer.active_streams,

@@ -52,7 +52,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -226,6 +226,18 @@ def read_repository_config(repository: str | Path) -> SwanSphereConfig:
     uri = storage.join(repository, CONFIG_FILE)
     try:
         return config_from_dict(SwanSphereConfig, json.loads(storage.read_bytes(uri))["config"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
+
+
+def read_model_label(repository: str | Path) -> str:
+    """Which model a repository serves, as Summary.model and Admin.Status say it: the checkpoint it
+    was exported from and the start of its sha256, so a client can tell two versions apart (the
+    repository's own location says neither)."""
+    uri = storage.join(repository, CONFIG_FILE)
+    try:
+        summary = json.loads(storage.read_bytes(uri))
+        return f"{PurePosixPath(str(summary['source'])).name} sha256:{summary['checkpoint_sha256'][:12]}"
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
 
