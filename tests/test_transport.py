@@ -233,6 +233,29 @@ def test_a_consumer_group_splits_messages_and_each_group_gets_them_all(redis_tra
     assert [d.message.index for d in other] == list(range(6))
 
 
+def test_a_topic_read_by_one_group_keeps_only_what_waits_or_is_in_flight(redis_url):
+    """The services' transport deletes what it acks: a stage topic does not keep its last `maxlen`
+    entries (frames, at the video encoder), and its depth stays exact."""
+    transport = RedisTransport(redis_url, min_idle_ms=200, delete_acked=True)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        for i in range(3):
+            transport.publish("vae_decoder", message("s", i))
+        got = transport.receive("vae_decoder", "stage", "w", count=3, block_ms=100)
+        transport.publish_and_ack([("out.s", message("s", 0))], got[:2], "stage")
+        assert raw.xlen("ss:vae_decoder") == 1 and transport.depth("vae_decoder", "stage") == 1
+        transport.publish("vae_decoder", message("s", 3))
+        assert transport.depth("vae_decoder", "stage") == 2
+        later = transport.receive("vae_decoder", "stage", "w", count=3, block_ms=100)
+        assert [d.message.index for d in later] == [2, 3]  # the pending one first, then the new
+        transport.ack(later, "stage")
+        assert raw.xlen("ss:vae_decoder") == 0 and transport.depth("vae_decoder", "stage") == 0
+        assert raw.xinfo_groups("ss:vae_decoder")[0]["lag"] == 0
+    finally:
+        raw.close()
+        transport.close()
+
+
 def test_a_blocking_receive_wakes_up_when_a_message_arrives(redis_transport, redis_url):
     redis_transport.receive("spatial_lm", "stage", "w", count=1, block_ms=0)  # creates the group
     publisher = RedisTransport(redis_url)

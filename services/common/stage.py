@@ -70,7 +70,9 @@ def run_stage(
     configure_logging(name, settings.log_level)
     config = read_repository_config(settings.model_repository)
     backend = TritonBackend(settings.triton_url, config, tls=settings.triton_tls_files())
-    transport = RedisTransport(settings.redis_url, min_idle_ms=settings.min_idle_ms)
+    transport = RedisTransport(  # one group per topic: acked entries go
+        settings.redis_url, min_idle_ms=settings.min_idle_ms, delete_acked=True
+    )
     store = RedisStateStore(settings.redis_url, lock_lease_ms=settings.lock_lease_ms)
     stage = build_stages(backend, store)[name]
     stage.on_states_lost = STATES_LOST.labels(name).inc

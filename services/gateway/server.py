@@ -105,7 +105,7 @@ def main() -> None:
     configure_logging("gateway", settings.log_level)
     config = read_repository_config(settings.model_repository)
     model = read_model_label(settings.model_repository)
-    transport = RedisTransport(settings.redis_url)
+    transport = RedisTransport(settings.redis_url, delete_acked=True)  # one group per topic
     store = RedisStateStore(settings.redis_url)
     events = None
     if settings.kafka_bootstrap:

@@ -118,10 +118,15 @@ class RedisTransport:
         prefix: str = "ss:",
         ttl_s: int | None = 86_400,
         timeout_s: float = 10.0,
+        delete_acked: bool = False,
     ):
         """`min_idle_ms`: how long an entry stays with a silent consumer before another takes it over
         (longer than the slowest handling of one batch); `maxlen`: approximate cap per topic, None for
-        none; `ttl_s`: a topic's lifetime after its last publish, None for ever."""
+        none; `ttl_s`: a topic's lifetime after its last publish, None for ever; `delete_acked`: every
+        topic is read by one group (the services' stage and chunk topics), so an entry is deleted
+        when it is acked, in the same transaction. A topic then holds what waits or is in flight, not
+        its last `maxlen` entries: the video encoder's topic kept 2 GB of 128x64 frames that way, and
+        would keep about 120 GB at the paper's frame size."""
         if min_idle_ms < 1:
             raise InputError(f"min_idle_ms must be >= 1, got {min_idle_ms}")
         if maxlen is not None and maxlen < 1:
@@ -129,7 +134,7 @@ class RedisTransport:
         if ttl_s is not None and ttl_s < 1:
             raise InputError(f"ttl_s must be >= 1 or None, got {ttl_s}")
         self.url, self.min_idle_ms, self.maxlen, self.prefix = url, min_idle_ms, maxlen, prefix
-        self.ttl_s = ttl_s
+        self.ttl_s, self.delete_acked = ttl_s, delete_acked
         self.max_block_ms = int(timeout_s * 500)
         self._redis = _connect(url, timeout_s)
         self._depth = self._redis.register_script(_DEPTH)
@@ -232,12 +237,14 @@ class RedisTransport:
         self.publish_and_ack([], deliveries, group)
 
     def _xack(self, pipe: Pipeline, deliveries: Sequence[Delivery], group: str) -> None:
-        """One XACK per topic."""
+        """One XACK per topic (and one XDEL, with `delete_acked`)."""
         receipts: dict[str, list[str]] = {}
         for delivery in deliveries:
             receipts.setdefault(self._key(delivery.topic), []).append(delivery.receipt)
         for key, ids in receipts.items():
             pipe.xack(key, group, *ids)
+            if self.delete_acked:
+                pipe.xdel(key, *ids)
 
     def depth(self, topic: str, group: str) -> int:
         """Pending (delivered, unacked) plus lag (not yet delivered), by `_DEPTH`. Before the group
