@@ -3,10 +3,11 @@
 `RedisTransport`: a topic is the stream `{prefix}{topic}`, each entry one encoded `Envelope` in field
 b"m"; every stage is a consumer group. A worker that dies leaves its entries pending; any other
 consumer of the group claims them once they sit idle `min_idle_ms` (XAUTOCLAIM), which is why Redis,
-not Kafka (whose takeover waits out a session timeout), carries the per-patch traffic. Streams are
-capped at about `maxlen` entries (XADD MAXLEN ~) instead of deleting acked ones, and a topic nobody
-publishes to for `ttl_s` expires: a chunk that comes late, after the gateway deleted its stream's topic,
-re-creates the topic, which then does not linger. A batch's outputs (several topics) go in one
+not Kafka (whose takeover waits out a session timeout), carries the per-patch traffic. The services
+delete what they ack (`delete_acked`: each of their topics has one group); every topic is also capped
+at about `maxlen` entries (XADD MAXLEN ~), and a topic nobody publishes to for `ttl_s` expires: a
+chunk that comes late, after the gateway deleted its stream's topic, re-creates the topic, which then
+does not linger. A batch's outputs (several topics) go in one
 MULTI/EXEC, so the transport needs one Redis primary, not Redis Cluster.
 
 `RedisStateStore`: a stream's small values in one hash, its lists beside it, a lease lock; every key
