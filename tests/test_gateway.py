@@ -213,6 +213,11 @@ def test_a_stalled_pipeline_is_unavailable_and_an_idle_client_deadline_exceeded(
                 list(stub.Generate(generate_requests(pb.GenerateConfig(steps=STEPS), frames[:2], 1)))
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "pipeline stalled" in caught.value.details()
+            # A client held back (MAX_FRAMES_AHEAD) has input the stalled pipeline did not take.
+            many = np.repeat(frames[:1], MAX_FRAMES_AHEAD + 8, axis=0)
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.Generate(generate_requests(pb.GenerateConfig(steps=STEPS), many, 1)))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         release.set()
         servicer.paused.clear()

@@ -170,7 +170,8 @@ class GatewayServicer(pb_grpc.SwanSphereServicer):
             if ready or reader.last_frame_at > last_activity:
                 last_activity = max(now if ready else 0.0, reader.last_frame_at)
             elif now - last_activity > self.stall_timeout_s:
-                if not session.ended and now - reader.last_frame_at > self.stall_timeout_s:
+                idle = not reader.waiting_for_room and now - reader.last_frame_at > self.stall_timeout_s
+                if not session.ended and idle:
                     context.abort(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         f"no input for {self.stall_timeout_s:g} s: a video stream needs its next frames or "
@@ -226,6 +227,8 @@ class _FrameReader(threading.Thread):
         self.last_frame_at = time.monotonic()
         self.stopped = threading.Event()
         """Set when the stream is over: a reader waiting for room stops."""
+        self.waiting_for_room = False
+        """Holding a frames message back: the client has input, the pipeline has not taken it."""
 
     def run(self) -> None:
         try:
@@ -240,9 +243,11 @@ class _FrameReader(threading.Thread):
                 if self.spec.duration_s is not None:
                     raise InputError("a text-only stream (config.duration_s > 0) takes no video")
                 frames: np.ndarray = convert.frames(request.video, self.session.frames_sent)
+                self.waiting_for_room = True
                 while self.session.frames_ahead() >= MAX_FRAMES_AHEAD:
                     if self.stopped.wait(ROOM_POLL_S):
                         return
+                self.waiting_for_room = False
                 self._publish(self.session.send_frames, frames)
                 self.last_frame_at = time.monotonic()
             self._publish(self.session.end)
