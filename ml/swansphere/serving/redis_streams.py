@@ -7,8 +7,8 @@ not Kafka (whose takeover waits out a session timeout), carries the per-patch tr
 delete what they ack (`delete_acked`: each of their topics has one group); every topic is also capped
 at about `maxlen` entries (XADD MAXLEN ~), and a topic nobody publishes to for `ttl_s` expires: a
 chunk that comes late, after the gateway deleted its stream's topic, re-creates the topic, which then
-does not linger. A batch's outputs (several topics) go in one
-MULTI/EXEC, so the transport needs one Redis primary, not Redis Cluster.
+does not linger. A batch's outputs (several topics) go in one MULTI/EXEC, so the transport needs one
+Redis primary, not Redis Cluster.
 
 `RedisStateStore`: a stream's small values in one hash, its lists beside it, a lease lock; every key
 carries the stream id as a hash tag (`{stream}`) so one stream's keys share a Redis Cluster slot and
