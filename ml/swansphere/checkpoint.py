@@ -53,6 +53,24 @@ def load_checkpoint(
     built, so loading holds about twice the checkpoint's size, not three times (a paper-size Triton
     model loads four of them at once)."""
     data = storage.read_bytes(uri)
+    config, state = _parse(data, uri, sha256)
+    del data
+    return _build(config, state, uri).to(device).eval()
+
+
+def checked_config(data: bytes, uri: str | Path) -> SwanSphereConfig:
+    """The config of a checkpoint's bytes once its model has been built and has taken the weights,
+    as `load_checkpoint` does: for a copy that must be sound before it is written (`swansphere
+    export`), from the bytes the caller already holds."""
+    config, state = _parse(data, uri, None)
+    _build(config, state, uri)
+    return config
+
+
+def _parse(
+    data: bytes, uri: str | Path, sha256: str | None
+) -> tuple[SwanSphereConfig, dict[str, torch.Tensor]]:
+    """The config and the tensors of a checkpoint's bytes; given `sha256`, refuse other bytes."""
     if sha256 is not None and (digest := hashlib.sha256(data).hexdigest()) != sha256:
         raise InputError(
             f"{uri}: checkpoint sha256 {digest} differs from the exported {sha256}; "
@@ -64,7 +82,11 @@ def load_checkpoint(
         state = load_safetensors(data)
     except (KeyError, ValueError, TypeError, safetensors.SafetensorError) as err:
         raise InputError(f"{uri}: damaged checkpoint ({err})") from None
-    del data
+    return config, state
+
+
+def _build(config: SwanSphereConfig, state: dict[str, torch.Tensor], uri: str | Path) -> SwanSphere:
+    """The config's model with the checkpoint's tensors, every one present and of its shape."""
     model = SwanSphere(config)
     stored = _stored_tensors(model)
     expected = set(stored)
@@ -81,7 +103,7 @@ def load_checkpoint(
                 f"{list(state[name].shape)}, the config's model has {list(tensor.shape)})"
             )
     model.load_state_dict(state, strict=False)
-    return model.to(device).eval()
+    return model
 
 
 def _stored_tensors(model: SwanSphere) -> dict[str, torch.Tensor]:

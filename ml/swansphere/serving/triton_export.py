@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from swansphere import storage
-from swansphere.checkpoint import load_checkpoint
+from swansphere.checkpoint import checked_config
 from swansphere.errors import InputError
 from swansphere.models.config_io import config_from_dict, config_to_dict
 from swansphere.models.swansphere import SwanSphereConfig
@@ -120,9 +120,9 @@ def export_repository(
             f"checkpoint location must be an s3:// URI or an absolute path, got {checkpoint_location!r}"
         )
     # Nothing is written until the checkpoint loads as a model: a damaged file would otherwise only
-    # fail later, when Triton loads the repository. The model is dropped before the copy is read.
-    config = load_checkpoint(checkpoint_uri).config
+    # fail later, when Triton loads the repository.
     data = storage.read_bytes(checkpoint_uri)
+    config = checked_config(data, checkpoint_uri)
     sha256 = hashlib.sha256(data).hexdigest()
     out = Path(out_dir)
     _write(out / CHECKPOINT_FILE, data)
