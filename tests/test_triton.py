@@ -42,7 +42,7 @@ from swansphere.serving.triton_export import (
     CHECKPOINT_FILE,
     checkpoint_path,
     export_repository,
-    read_repository_config,
+    read_repository,
 )
 from swansphere.serving.tritonserver import TritonServer
 
@@ -57,7 +57,7 @@ def torch_backend(triton_repository):
 
 @pytest.fixture(scope="module")
 def triton(triton_server, triton_repository):
-    backend = TritonBackend(triton_server.url, read_repository_config(triton_repository))
+    backend = TritonBackend(triton_server.url, read_repository(triton_repository).config)
     yield backend
     backend.close()
 
@@ -352,7 +352,7 @@ def test_export_cli_writes_the_repository(triton_repository, tmp_path, capsys):
     assert "count: 1 " in (out / "spatial_lm" / "config.pbtxt").read_text()
     locdit = (out / "locdit" / "config.pbtxt").read_text()
     assert "max_batch_size: 4" in locdit and "count: 2 " in locdit and "dynamic_batching" in locdit
-    assert read_repository_config(out) == load_checkpoint(checkpoint).config
+    assert read_repository(out).config == load_checkpoint(checkpoint).config
 
     assert main(["export", "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ from services.common.settings import ServiceSettings, load_settings
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import build_stages
 from swansphere.serving.triton_backend import TritonBackend, TritonTLS
-from swansphere.serving.triton_export import read_model_label, read_repository_config
+from swansphere.serving.triton_export import read_repository
 from swansphere.serving.worker import StageWorker
 from swansphere.v1 import stages_pb2_grpc
 
@@ -68,8 +68,8 @@ def run_stage(
     """Serve stage `name` until SIGTERM: workers on its topic plus the gRPC service `service`."""
     settings = load_settings(StageSettings)
     configure_logging(name, settings.log_level)
-    config = read_repository_config(settings.model_repository)
-    backend = TritonBackend(settings.triton_url, config, tls=settings.triton_tls_files())
+    repository = read_repository(settings.model_repository)
+    backend = TritonBackend(settings.triton_url, repository.config, tls=settings.triton_tls_files())
     transport = RedisTransport(  # one group per topic: acked entries go
         settings.redis_url, min_idle_ms=settings.min_idle_ms, delete_acked=True
     )
@@ -78,11 +78,7 @@ def run_stage(
     stage.on_states_lost = STATES_LOST.labels(name).inc
     ready = threading.Event()
     admin = AdminServicer(
-        name,
-        read_model_label(settings.model_repository),
-        ready.is_set,
-        lambda: transport.depth(name, name),
-        lambda: 0,
+        name, repository.model, ready.is_set, lambda: transport.depth(name, name), lambda: 0
     )
     built = build_server(
         settings,

@@ -26,7 +26,7 @@ from swansphere.serving.kafka_log import EventLog, KafkaTransport
 from swansphere.serving.redis_streams import RedisStateStore, RedisTransport
 from swansphere.serving.stages import STAGES
 from swansphere.serving.transport import Transport
-from swansphere.serving.triton_export import read_model_label, read_repository_config
+from swansphere.serving.triton_export import read_repository
 from swansphere.v1 import stages_pb2_grpc, swansphere_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class PipelineHealth:
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging("gateway", settings.log_level)
-    config = read_repository_config(settings.model_repository)
-    model = read_model_label(settings.model_repository)
+    repository = read_repository(settings.model_repository)
     transport = RedisTransport(settings.redis_url, delete_acked=True)  # one group per topic
     store = RedisStateStore(settings.redis_url)
     events = None
@@ -116,8 +115,8 @@ def main() -> None:
     servicer = GatewayServicer(
         transport,
         store,
-        config.patch_samples,
-        model=model,
+        repository.config.patch_samples,
+        model=repository.model,
         max_streams=settings.max_streams,
         stall_timeout_s=settings.stall_timeout_s,
         ready=pipeline.why_not,
@@ -127,7 +126,7 @@ def main() -> None:
     )
     admin = AdminServicer(
         "gateway",
-        model,
+        repository.model,
         lambda: pipeline.why_not() is None,
         lambda: 0,
         lambda: servicer.active_streams,

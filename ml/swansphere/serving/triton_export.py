@@ -3,7 +3,7 @@ Triton's python backend (`triton_model.py`), called by `triton_backend.TritonBac
 
 Layout (a local folder, e.g. `deploy/triton/models`)::
 
-    OUT/swansphere.json            the checkpoint's config, its sha256 and source (read_repository_config)
+    OUT/swansphere.json            the checkpoint's config, its sha256 and source (read_repository)
     OUT/checkpoint.safetensors     the checkpoint, once for all four models
     OUT/<stage>/config.pbtxt       stage = video_encoder | spatial_lm | locdit | vae_decoder
     OUT/<stage>/1/model.py         a copy of triton_model.py (the glue; the modules come from the
@@ -52,6 +52,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -221,23 +222,24 @@ def model_config(
     return "\n".join(lines) + "\n"
 
 
-def read_repository_config(repository: str | Path) -> SwanSphereConfig:
-    """The SwanSphereConfig of the checkpoint a repository serves (its swansphere.json); local or s3://."""
-    uri = storage.join(repository, CONFIG_FILE)
-    try:
-        return config_from_dict(SwanSphereConfig, json.loads(storage.read_bytes(uri))["config"])
-    except (KeyError, ValueError, TypeError) as err:
-        raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
+@dataclass(frozen=True)
+class Repository:
+    """What a repository's swansphere.json says of the checkpoint it serves."""
 
-
-def read_model_label(repository: str | Path) -> str:
-    """Which model a repository serves, as Summary.model and Admin.Status say it: the checkpoint it
-    was exported from and the start of its sha256, so a client can tell two versions apart (the
+    config: SwanSphereConfig
+    model: str
+    """Which model, as Summary.model and Admin.Status say it: the checkpoint the repository was
+    exported from and the start of its sha256, so a client can tell two versions apart (the
     repository's own location says neither)."""
+
+
+def read_repository(repository: str | Path) -> Repository:
+    """The swansphere.json of a repository (local or s3://), read once."""
     uri = storage.join(repository, CONFIG_FILE)
     try:
         summary = json.loads(storage.read_bytes(uri))
-        return f"{PurePosixPath(str(summary['source'])).name} sha256:{summary['checkpoint_sha256'][:12]}"
+        model = f"{PurePosixPath(str(summary['source'])).name} sha256:{summary['checkpoint_sha256'][:12]}"
+        return Repository(config_from_dict(SwanSphereConfig, summary["config"]), model)
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(f"{uri}: not a SwanSphere repository config ({err})") from None
 
