@@ -65,8 +65,11 @@ def test_spatialize_bad_input(case, reason, spatialize_inputs, tmp_path, capsys)
         (["--seconds", "1", "--out", "/proc/x.wav"], "/proc/x.wav: cannot write"),
         (["--seconds", "1", "--out", "{tmp}/x.mp3"], "--out must be a .wav file"),
         (["--video", "-", "--frame-size", "1000000000x500000000"], "width must be at most 7680"),
-        (["--seconds", "1", "--tls-ca", "{tmp}/ca.pem"], "--tls-ca: {tmp}/ca.pem is not a PEM certificate"),
-        (["--seconds", "1", "--tls-ca", "{tmp}/missing.pem"], "--tls-ca: cannot read"),
+        (["--seconds", "1", "--tls-ca", "{tmp}/ca.pem"], "tls_ca: {tmp}/ca.pem is not a PEM certificate"),
+        (
+            ["--seconds", "1", "--tls-ca", "{tmp}/missing.pem"],
+            "{tmp}/missing.pem: no such certificate or key file",
+        ),
     ],
 )
 def test_client_bad_input_is_refused_before_connecting(arguments, reason, closed_port, tmp_path, capsys):

@@ -419,13 +419,25 @@ def _credentials(
         raise InputError("tls_cert and tls_key go together: give both or neither")
     if not (tls or tls_ca or tls_cert):
         return None
-    for path in (tls_ca, tls_cert, tls_key):
-        if path is not None and not Path(path).is_file():
+    pem = {}
+    for name, path, marker, what in (
+        ("tls_ca", tls_ca, b"-----BEGIN CERTIFICATE-----", "certificate"),
+        ("tls_cert", tls_cert, b"-----BEGIN CERTIFICATE-----", "certificate"),
+        ("tls_key", tls_key, b"PRIVATE KEY-----", "private key"),
+    ):
+        if path is None:
+            continue
+        if not Path(path).is_file():
             raise InputError(f"{path}: no such certificate or key file")
+        pem[name] = Path(path).read_bytes()
+        # gRPC reads the files only when it connects, and answers one that is not PEM with C-core log
+        # lines and "connection refused".
+        if marker not in pem[name]:
+            raise InputError(f"{name}: {path} is not a PEM {what} (no {marker.decode()!r} line)")
     return grpc.ssl_channel_credentials(
-        root_certificates=Path(tls_ca).read_bytes() if tls_ca else None,
-        private_key=Path(tls_key).read_bytes() if tls_key else None,
-        certificate_chain=Path(tls_cert).read_bytes() if tls_cert else None,
+        root_certificates=pem.get("tls_ca"),
+        private_key=pem.get("tls_key"),
+        certificate_chain=pem.get("tls_cert"),
     )
 
 

@@ -22,12 +22,6 @@ from swansphere.video import read_raw_frames, read_video
 
 GATEWAY_ADDRESS_FILE = Path(".run/gateway.addr")
 """Where `make up` writes the gateway's HOST:PORT: the default target."""
-PEM_FILES = (
-    ("--tls-ca", "tls_ca", b"-----BEGIN CERTIFICATE-----", "certificate"),
-    ("--tls-cert", "tls_cert", b"-----BEGIN CERTIFICATE-----", "certificate"),
-    ("--tls-key", "tls_key", b"PRIVATE KEY-----", "private key"),
-)
-"""Flag, argument, what its PEM file must hold, and what that is called."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_file(args.out, "--out")
     if (args.h_guidance is None) != (args.context_guidance is None):
         raise InputError("give both --h-guidance and --context-guidance, or neither (server defaults)")
-    _check_pem_files(args)
     target = args.target or _gateway_address()
-    frames = _frames(args)
-    client = SwanSphereClient(
+    client = SwanSphereClient(  # checks the TLS files before the video is read; connects lazily
         target,
         timeout_s=_timeout(args),
         retries=args.retries,
@@ -89,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         token=os.environ.get("SWANSPHERE_TOKEN") or None,
     )
     with client:
+        frames = _frames(args)
         generation = client.generate(
             frames,
             text=args.text,
@@ -154,21 +147,6 @@ def _frames(args: argparse.Namespace) -> np.ndarray | Iterator[np.ndarray] | Non
     if not (width.isdigit() and height.isdigit()):
         raise InputError(f"--frame-size must be WxH, e.g. 512x256, got {args.frame_size!r}")
     return islice(read_raw_frames(sys.stdin.buffer, int(width), int(height)), frames_wanted)
-
-
-def _check_pem_files(args: argparse.Namespace) -> None:
-    """gRPC reads the TLS files only when it connects, and answers one that is not PEM with C-core log
-    lines and "connection refused": check up front that each holds what its flag wants."""
-    for flag, name, marker, what in PEM_FILES:
-        path = getattr(args, name)
-        if path is None:
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise InputError(f"{flag}: cannot read {path} ({err.strerror})") from None
-        if marker not in data:
-            raise InputError(f"{flag}: {path} is not a PEM {what} (no {marker.decode()!r} line)")
 
 
 def _timeout(args: argparse.Namespace) -> float | None:
